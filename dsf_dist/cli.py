@@ -1,0 +1,161 @@
+"""`dsf`: one function per verb. Nothing heavy is imported before a verb runs, so `dsf --help` is instant.
+
+The CLI is the only place that turns DsfError into an exit code (2 for config and run-folder errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_FAILED = 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    main = _new_run(args)
+    report = main.execute()
+    if report is not None:
+        from dsf_dist.reports import print_comparison
+
+        print_comparison(report)
+        print(f"run folder: {main.run.root}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    main = _new_run(args)
+    best = main.execute_trainer()
+    if main.env.is_rank_zero:
+        print(f"best checkpoint: {best}\nrun folder: {main.run.root}")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    main = _existing_run(args)
+    _print_results("test", main.execute_test(args.checkpoint))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    main = _existing_run(args)
+    results = main.execute_eval()
+    if results is None:
+        print("existing_model.kind is 'none': nothing to evaluate")
+        return 0
+    _print_results("eval", results)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dsf_dist import io
+    from dsf_dist.reports import print_comparison
+
+    main = _existing_run(args)
+    results = main.run.results
+    missing = [name for name in ("test.json", "eval.json") if not (results / name).is_file()]
+    if missing:
+        from dsf_dist.errors import RunFolderError
+
+        raise RunFolderError(f"{results}: {', '.join(missing)} missing; run `dsf test` and `dsf eval` on the run first")
+    report = main.compare(io.read_json(results / "test.json"), io.read_json(results / "eval.json"))
+    if report is not None:
+        print_comparison(report)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from dsf_dist.config import dump, load_config
+
+    cfg = load_config(args.config, args.set, args.output)
+    print(f"config OK: {args.config or 'embedded default'}" if args.check else dump(cfg), end="\n" if args.check else "")
+    return 0
+
+
+def _new_run(args: argparse.Namespace):
+    from dsf_dist.config import load_config
+    from dsf_dist.pipeline import Main
+
+    main = Main(load_config(args.config, args.set, args.output))
+    if main.cfg.strategy.name == "ddp" and main.env.launcher == "single":
+        # Lightning's `ddp` starts ranks 1..N-1 by re-running this command line. Point them at the
+        # resolved config (written by rank zero before fit), so every rank joins the same run.
+        sys.argv[1:] = [args.verb, "--config", str(main.run.config)]
+    return main
+
+
+def _existing_run(args: argparse.Namespace):
+    from dsf_dist.config import load_config
+    from dsf_dist.pipeline import Main
+    from dsf_dist.run_folder import RunFolder
+
+    run = RunFolder(args.run_dir).require()
+    return Main(load_config(run.config, args.set), run_dir=run.root)
+
+
+def _print_results(name: str, results: dict) -> None:
+    if not results:  # not rank zero
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name} results")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        if key != "confusion_matrix":
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "run": (cmd_run, "train, test the best checkpoint, evaluate the existing model, compare"),
+    "train": (cmd_train, "train only; writes checkpoints and results/train.json"),
+    "test": (cmd_test, "test a run's best checkpoint (or --checkpoint) on its test split"),
+    "eval": (cmd_eval, "evaluate the existing model on a run's test split"),
+    "compare": (cmd_compare, "compare a run's test and eval results"),
+    "config": (cmd_config, "print the resolved config (--check: validate only)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="dsf", description="dsf-dist: distributed training from one YAML file.")
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, (_, summary) in VERBS.items():
+        sub = verbs.add_parser(verb, help=summary, description=summary)
+        if verb in ("test", "eval", "compare"):
+            sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
+        else:
+            sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
+            sub.add_argument("--output", help="output root for run folders (sets run.output_root)")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)")
+        if verb == "test":
+            sub.add_argument("--checkpoint", help="checkpoint to test (default: the run's best)")
+        if verb == "config":
+            sub.add_argument("--check", action="store_true", help="validate only")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from dsf_dist.errors import DsfError
+
+    try:
+        return VERBS[args.verb][0](args)
+    except DsfError as err:
+        print(f"dsf: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("dsf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        # Lightning reports user mistakes (e.g. a checkpoint.monitor no step logs) as MisconfigurationException.
+        if type(err).__name__ != "MisconfigurationException":
+            raise
+        print(f"dsf: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

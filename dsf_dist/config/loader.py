@@ -1,0 +1,149 @@
+"""YAML + --set overrides -> a validated DsfConfig, or one ConfigError line naming the key path."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dsf_dist.config.schema import DsfConfig, _default_trainer
+from dsf_dist.errors import ConfigError
+
+# pl.Trainer arguments that dsf builds itself from other sections; setting them would bypass those.
+TRAINER_KEYS_OWNED = {
+    "strategy": "set strategy.name instead",
+    "callbacks": "use the checkpoint and early_stopping sections",
+    "logger": "dsf logs to <run>/logs",
+    "plugins": "the strategy section chooses plugins",
+    "enable_checkpointing": "use the checkpoint section",
+    "default_root_dir": "use run.output_root and run.name",
+}
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), output_root: str | None = None) -> DsfConfig:
+    """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    for item in overrides:
+        apply_override(raw, item)
+    if output_root is not None:
+        raw.setdefault("run", {})["output_root"] = output_root
+    if isinstance(raw.get("trainer"), dict):
+        raw["trainer"] = {**_default_trainer(), **raw["trainer"]}
+    try:
+        cfg = DsfConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(describe(err, source=path)) from None
+    check_trainer(cfg.trainer)
+    check_files(cfg)
+    return cfg
+
+
+def check_files(cfg: DsfConfig) -> None:
+    """Files the config names must exist now, not hours later on the cluster."""
+    named = {"data.path": cfg.data.path, "data.test_path": cfg.data.test_path}
+    if cfg.existing_model.kind == "checkpoint":
+        named["existing_model.path"] = cfg.existing_model.path
+    for key, value in named.items():
+        if value is not None and not Path(value).exists():
+            raise ConfigError(f"{key}: {value} does not exist; fix the path (relative paths start at the working folder)")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; check the path given to -c/--config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}; fix the YAML syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, trainer, data, ...)")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply `a.b.c=value`; the value is parsed as YAML, so `3`, `true` and `[64, 32]` get their types."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set trainer.max_epochs=3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"--set {key}: {where} is a value, not a section; set {where}=... directly")
+        node = child
+    node[leaf] = value
+
+
+def describe(err: ValidationError, source: str | Path | None) -> str:
+    """The first validation error as one line: '<key.path>: <problem>; <fix>'."""
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) or "(top level)"
+    prefix = f"{source}: " if source else ""
+    if first["type"] == "extra_forbidden":
+        return prefix + f"{key}: unknown key; {suggest(loc[-1], sibling_keys(loc[:-1]))}"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] not in ("value_error", "assertion_error"):
+        message += f" (got {first.get('input')!r})"
+    return prefix + f"{key}: {message}"
+
+
+def sibling_keys(parents: list[str]) -> list[str]:
+    """Field names of the section at `parents`, for 'did you mean' hints."""
+    model: type[BaseModel] | None = DsfConfig
+    for part in parents:
+        field = model.model_fields.get(part) if model else None
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(model.model_fields) if model else []
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"valid keys: {', '.join(choices)}" if choices else "remove it"
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    """Every trainer key must be a pl.Trainer argument of the right type (Lightning is imported here only)."""
+    from pydantic import ConfigDict, TypeAdapter
+    from pytorch_lightning import Trainer
+
+    params = {name: p for name, p in inspect.signature(Trainer.__init__).parameters.items() if name != "self"}
+    for key, value in trainer.items():
+        if key in TRAINER_KEYS_OWNED:
+            raise ConfigError(f"trainer.{key}: dsf sets this itself; {TRAINER_KEYS_OWNED[key]}")
+        if key not in params:
+            raise ConfigError(f"trainer.{key}: unknown key; {suggest(key, list(params))}")
+        annotation = params[key].annotation
+        try:
+            TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except ValidationError:
+            expected = str(annotation).replace("typing.", "")
+            raise ConfigError(f"trainer.{key}: {value!r} is not a valid value; pl.Trainer expects {expected}") from None
+    devices = trainer.get("devices")
+    if isinstance(devices, int) and devices < 1 and devices != -1:
+        raise ConfigError(f"trainer.devices: {devices} devices is impossible; use a count >= 1, or -1 for all")
+
+
+def dump(cfg: DsfConfig) -> str:
+    """The resolved config as YAML; loading it back gives the same config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

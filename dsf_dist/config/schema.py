@@ -1,0 +1,211 @@
+"""The typed config: one class per YAML section, the explanation next to each field.
+
+Every section forbids unknown keys, so a typo fails at load time naming its key path. The defaults
+below are the embedded default run (digits image classification); `configs/default.yaml` is their
+written-out form and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _import_path(value: str | None) -> str | None:
+    if value is not None and not IMPORT_PATH.match(value):
+        raise ValueError(f"'{value}' is not an import path; write it as 'package.module:name'")
+    return value
+
+
+class OptimizerConfig(Section):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    """torch.optim class, by its lower-case name."""
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0)
+    """Used by sgd only."""
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "cosine", "step"] = "none"
+    """'cosine' anneals over trainer.max_epochs; 'step' multiplies the lr by gamma every step_size epochs."""
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0)
+
+
+class ModelConfig(Section):
+    network: str = "mlp"
+    """Built-in network ('mlp', 'autoencoder') or an import path 'pkg.mod:factory' returning an nn.Module."""
+    network_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the network builder (built-ins: see dsf_dist/models/networks.py)."""
+    module: str | None = None
+    """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
+    task: Literal["classification", "regression"] = "classification"
+    """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE."""
+    input_size: int | None = Field(None, ge=1)
+    """Features per sample; None takes it from the data set."""
+    num_classes: int | None = Field(None, ge=2)
+    """Classes for classification; None takes it from the data set."""
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+
+    _check_module = field_validator("module")(_import_path)
+
+    @field_validator("network")
+    @classmethod
+    def _known_network(cls, value: str) -> str:
+        if value in ("mlp", "autoencoder") or IMPORT_PATH.match(value):
+            return value
+        raise ValueError(f"'{value}' is neither 'mlp', 'autoencoder' nor an import path 'pkg.mod:factory'")
+
+
+class SplitConfig(Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+    """Set to 0 when data.test_path gives a separate test set."""
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test is {total:g}; the fractions must add up to 1")
+        return self
+
+
+class DataConfig(Section):
+    dataset: str = "digits"
+    """'digits' (scikit-learn's bundled 8x8 digits, offline) or 'pkg.mod:fn' with fn(path, **kwargs) -> Dataset."""
+    dataset_kwargs: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
+    """The seed's dataset_path: handed to the dataset function."""
+    test_path: str | None = None
+    """The seed's test_dataset_path: a separate test set (then split.test must be 0)."""
+    datamodule: str | None = None
+    """Import path of your own LightningDataModule; replaces the built-in DataModule and split()."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    batch_size: int = Field(64, ge=1)
+    """Per rank."""
+    num_workers: int = Field(0, ge=0)
+
+    _check_paths = field_validator("datamodule")(_import_path)
+
+    @model_validator(mode="after")
+    def _test_source(self) -> DataConfig:
+        if self.test_path is not None and self.split.test != 0:
+            raise ValueError("data.test_path gives the test set, so set data.split.test to 0")
+        if self.test_path is None and self.split.test == 0 and self.datamodule is None:
+            raise ValueError("data.split.test is 0 and no data.test_path is set; there would be no test set")
+        return self
+
+
+class MetricsConfig(Section):
+    """The seed's metric flags: set to true the results you want."""
+
+    accuracy: bool = True
+    precision: bool = True
+    recall: bool = True
+    f1: bool = True
+    confusion_matrix: bool = True
+    mse: bool = False
+    """Regression tasks."""
+    mae: bool = False
+    """Regression tasks."""
+    average: Literal["macro", "micro", "weighted"] = "macro"
+    """How precision, recall and f1 average over classes (accuracy is always the share of correct samples)."""
+
+
+class CheckpointConfig(Section):
+    """Lightning's ModelCheckpoint; the best checkpoint is the one tested."""
+
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    save_top_k: int = Field(1, ge=-1)
+    save_last: bool = True
+    every_n_epochs: int = Field(1, ge=1)
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = False
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(3, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class StrategyConfig(Section):
+    name: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    """auto: one process; ddp: one process per device (or per torchrun/SLURM task); ddp_spawn: spawned workers."""
+    timeout_s: int = Field(600, ge=10)
+    """Process-group timeout: a lost rank ends the job after this long instead of hanging (torch's default is 1800)."""
+    find_unused_parameters: bool = False
+
+
+class ExistingModelConfig(Section):
+    """The model that the trained one is compared against, scored on the same test samples."""
+
+    kind: Literal["callable", "checkpoint", "none"] = "callable"
+    target: str | None = "dsf_dist.models.baselines:logistic_regression"
+    """kind=callable: 'pkg.mod:fn', fn(datasets, **kwargs) -> predictions (labels or scores) for datasets.test."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
+    """kind=checkpoint: a Lightning checkpoint of a dsf model (loaded weights-only)."""
+
+    _check_target = field_validator("target")(_import_path)
+
+    @model_validator(mode="after")
+    def _has_source(self) -> ExistingModelConfig:
+        if self.kind == "callable" and not self.target:
+            raise ValueError("kind is 'callable' but existing_model.target is empty; set it to 'pkg.mod:fn'")
+        if self.kind == "checkpoint" and not self.path:
+            raise ValueError("kind is 'checkpoint' but existing_model.path is empty; set it to a .ckpt file")
+        return self
+
+
+class ComparisonConfig(Section):
+    enabled: bool = True
+    primary_metric: str = "accuracy"
+    """The metric the summary line leads with."""
+
+
+class RunConfig(Section):
+    output_root: str = "runs"
+    """Run folders are created under here (`dsf run --output DIR` sets it)."""
+    name: str | None = None
+    """The run folder's name; None makes '<dataset>-<date>-<time>' (or uses the SLURM job id)."""
+    seed: int = 42
+    """Seeds the split, the weights and the data order."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not SAFE_NAME.match(value) or ".." in value):
+            raise ValueError(f"'{value}' is not a safe folder name; use letters, digits, '.', '_' and '-'")
+        return value
+
+
+def _default_trainer() -> dict[str, Any]:
+    return {"max_epochs": 15, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
+
+
+class DsfConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: dict[str, Any] = Field(default_factory=_default_trainer)
+    """Passed to pl.Trainer as-is; keys are checked against its signature (dsf_dist.config.trainer_keys)."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    existing_model: ExistingModelConfig = Field(default_factory=ExistingModelConfig)
+    comparison: ComparisonConfig = Field(default_factory=ComparisonConfig)
+    run: RunConfig = Field(default_factory=RunConfig)

@@ -1,0 +1,1 @@
+"""Callbacks, one concern per file: checkpoints and early stopping, test-prediction gathering."""

@@ -1,0 +1,1 @@
+"""Launch glue: environment detection (and, later, torchrun / SLURM / Ray helpers used by launchers/)."""

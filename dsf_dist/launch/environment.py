@@ -1,0 +1,67 @@
+"""The one environment resolver (DESIGN.md rule 3): who am I, among how many, launched by whom.
+
+It reads the variables each launcher sets and nothing else reads them. It works before any process
+group exists, so the CLI can decide which rank creates the run folder before the trainer starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+Launcher = Literal["single", "torchrun", "slurm", "lightning"]
+
+
+@dataclass(frozen=True)
+class Environment:
+    launcher: Launcher
+    rank: int
+    world_size: int
+    local_rank: int
+    node_rank: int
+    job_id: str | None
+    """An id shared by every rank of this job (SLURM job id, torchrun run id), when the launcher has one."""
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def external(self) -> bool:
+        """Processes were started by a launcher outside Lightning (torchrun, srun)."""
+        return self.launcher in ("torchrun", "slurm")
+
+
+def _int(env: dict[str, str], key: str, default: int = 0) -> int:
+    return int(env.get(key, default))
+
+
+def resolve(env: dict[str, str] | None = None) -> Environment:
+    env = dict(os.environ if env is None else env)
+    if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "LOCAL_WORLD_SIZE" in env):
+        run_id = env.get("TORCHELASTIC_RUN_ID")
+        return Environment(
+            "torchrun",
+            rank=_int(env, "RANK"),
+            world_size=_int(env, "WORLD_SIZE", 1),
+            local_rank=_int(env, "LOCAL_RANK"),
+            node_rank=_int(env, "GROUP_RANK"),
+            job_id=run_id if run_id and run_id != "none" else None,
+        )
+    # A task started by srun; a bare sbatch shell has SLURM_JOB_ID but is not a rank of anything.
+    if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
+        return Environment(
+            "slurm",
+            rank=_int(env, "SLURM_PROCID"),
+            world_size=_int(env, "SLURM_NTASKS", 1),
+            local_rank=_int(env, "SLURM_LOCALID"),
+            node_rank=_int(env, "SLURM_NODEID"),
+            job_id=env.get("SLURM_JOB_ID"),
+        )
+    # Children that Lightning's own `ddp` launcher started on this node (it sets LOCAL_RANK and
+    # WORLD_SIZE); across nodes dsf relies on torchrun or srun, which set the global rank.
+    if "LOCAL_RANK" in env and "WORLD_SIZE" in env:
+        local = _int(env, "LOCAL_RANK")
+        return Environment("lightning", local, _int(env, "WORLD_SIZE", 1), local, _int(env, "NODE_RANK"), None)
+    return Environment("single", 0, 1, 0, 0, None)

@@ -1,0 +1,1 @@
+"""Model extension points and built-ins: PlModel, network builders, baseline existing models."""

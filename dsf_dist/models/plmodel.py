@@ -1,0 +1,72 @@
+"""The seed's generic LightningModule: any nn.Module with loss, optimizer, scheduler from config.
+
+test_step returns {"preds", "target"} so the prediction writer can gather every test sample exactly
+once; a user's own LightningModule joins the comparison by returning the same from its test_step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch.nn import functional as F
+
+from dsf_dist.config.schema import ModelConfig
+from dsf_dist.models.networks import build_network
+
+
+class PlModel(pl.LightningModule):
+    def __init__(self, model_config: dict[str, Any], input_size: int, output_size: int) -> None:
+        super().__init__()
+        # Plain dicts and ints only: the checkpoint then loads with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.config = ModelConfig.model_validate(model_config)
+        self.network = build_network(self.config.network, input_size, output_size, self.config.network_kwargs)
+        self.classification = self.config.task == "classification"
+        self.val_accuracy = torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classification else None
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+    def _loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, target) if self.classification else F.mse_loss(outputs, target)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, target = batch
+        loss = self._loss(self(inputs), target)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, target = batch
+        outputs = self(inputs)
+        self.log("val_loss", self._loss(outputs, target), on_epoch=True, prog_bar=True, sync_dist=True)
+        if self.val_accuracy is not None:
+            self.val_accuracy(outputs, target)
+            self.log("val_acc", self.val_accuracy, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, target = batch
+        outputs = self(inputs)
+        self.log("test_loss", self._loss(outputs, target), on_epoch=True, sync_dist=True)
+        preds = outputs.softmax(dim=-1) if self.classification else outputs
+        return {"preds": preds.detach(), "target": target.detach()}
+
+    def configure_optimizers(self) -> Any:
+        opt = self.config.optimizer
+        params = self.parameters()
+        if opt.name == "sgd":
+            optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        else:
+            optimizer_class = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+            optimizer = optimizer_class(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        sched = self.config.scheduler
+        if sched.name == "none":
+            return optimizer
+        if sched.name == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.trainer.max_epochs or 1, 1))
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

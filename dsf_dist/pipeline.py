@@ -1,0 +1,166 @@
+"""The seed's Main: split -> data module -> model -> fit -> test best -> eval existing -> compare.
+
+Subclass Main and override split(), create_data_module() or define_model() to bring your own data
+and model (the seed's extension points), or name them by import path in the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from dsf_dist import eval as existing
+from dsf_dist import io
+from dsf_dist.compare import Comparison
+from dsf_dist.config import DsfConfig, load_config
+from dsf_dist.config.loader import describe
+from dsf_dist.data import Splits, split_dataset
+from dsf_dist.data.datamodule import DataModule
+from dsf_dist.data.digits import digits
+from dsf_dist.errors import ConfigError, DsfError
+from dsf_dist.imports import load_object
+from dsf_dist.launch.environment import resolve
+from dsf_dist.metrics import score
+from dsf_dist.models.plmodel import PlModel
+from dsf_dist.reports import comparison_markdown, comparison_report
+from dsf_dist.run_folder import RunFolder, name_run
+from dsf_dist.test import predict_test_set
+from dsf_dist.train import fit
+
+
+def as_config(cfg: DsfConfig | dict[str, Any] | str | Path) -> DsfConfig:
+    if isinstance(cfg, DsfConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        from pydantic import ValidationError
+
+        try:
+            return DsfConfig.model_validate(cfg)
+        except ValidationError as err:
+            raise ConfigError(describe(err, source=None)) from None
+    return load_config(cfg)
+
+
+class Main:
+    def __init__(self, cfg: DsfConfig | dict[str, Any] | str | Path, dataset_path: str | None = None,
+                 test_dataset_path: str | None = None, run_dir: str | Path | None = None) -> None:
+        cfg = as_config(cfg)
+        if dataset_path is not None or test_dataset_path is not None:
+            cfg = cfg.model_copy(deep=True)
+            cfg.data.path = dataset_path or cfg.data.path
+            cfg.data.test_path = test_dataset_path or cfg.data.test_path
+        self.env = resolve()
+        self.cfg = cfg if run_dir else name_run(cfg, self.env)
+        self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)
+        self._splits: Splits | None = None
+
+    # -- extension points -------------------------------------------------------------------------
+    def split(self) -> Splits:
+        """Train / val / test datasets; seeded, so every process and every later test sees the same split."""
+        if self._splits is None:
+            data = self.cfg.data
+            make = digits if data.dataset == "digits" else load_object(data.dataset, "data.dataset")
+            dataset = make(data.path, **data.dataset_kwargs)
+            test_set = make(data.test_path, **data.dataset_kwargs) if data.test_path else None
+            self._splits = split_dataset(dataset, data.split, self.cfg.run.seed, test_set)
+        return self._splits
+
+    def create_data_module(self) -> pl.LightningDataModule:
+        if self.cfg.data.datamodule:
+            return load_object(self.cfg.data.datamodule, "data.datamodule")()
+        splits = self.split()
+        return DataModule(splits.train, splits.val, splits.test, self.cfg.data.batch_size, self.cfg.data.num_workers)
+
+    def define_model(self) -> pl.LightningModule:
+        model = self.cfg.model
+        if model.module:
+            return load_object(model.module, "model.module")()
+        input_size, output_size = self._sizes()
+        return PlModel(model.model_dump(mode="json"), input_size, output_size)
+
+    # -- the pipeline -----------------------------------------------------------------------------
+    def execute_trainer(self) -> str:
+        """Fit; return the best checkpoint's path (the same on every rank)."""
+        if self.env.is_rank_zero:
+            self.run.create(self.cfg)
+        pl.seed_everything(self.cfg.run.seed, workers=True, verbose=False)
+        outcome = fit(self.cfg, self.run, self.define_model(), self.create_data_module())
+        if self.env.is_rank_zero:
+            io.write_json(self.run.results / "train.json", outcome)
+        return outcome["best_checkpoint"]
+
+    def execute_test(self, model_path: str | None = None) -> dict[str, Any]:
+        """Test a checkpoint (default: the run's best) on the test split; results on rank zero, {} elsewhere."""
+        model_path = model_path or self._best_checkpoint()
+        out = self.run.results / "test_predictions.npz"
+        predict_test_set(self.cfg, self.run, self.define_model(), self.create_data_module(), out, model_path)
+        return self._score(out, "test", {"model": str(model_path)})
+
+    def execute_eval(self) -> dict[str, Any] | None:
+        """Score the existing model on the same test samples; None when existing_model.kind is 'none'."""
+        spec = self.cfg.existing_model
+        out = self.run.results / "eval_predictions.npz"
+        if spec.kind == "none":
+            return None
+        if spec.kind == "checkpoint":
+            model = PlModel.load_from_checkpoint(spec.path, map_location="cpu", weights_only=True)
+            predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        elif self.env.is_rank_zero:
+            existing.predict_with_callable(spec, self.split(), out)
+        return self._score(out, "eval", {"model": self.existing_model_name()})
+
+    def compare(self, test_results: dict[str, Any], eval_results: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Rank zero: the seed's comparison, written to results/comparison.json and comparison.md."""
+        if not self.env.is_rank_zero or eval_results is None or not self.cfg.comparison.enabled:
+            return None
+        comparison = Comparison(test_results, eval_results, self.cfg.metrics).compare()
+        report = comparison_report(comparison, self.cfg.comparison.primary_metric,
+                                   test_results.get("model", "?"), self.existing_model_name())
+        io.write_json(self.run.results / "comparison.json", report)
+        io.write_text(self.run.results / "comparison.md", comparison_markdown(report))
+        return report
+
+    def execute(self) -> dict[str, Any] | None:
+        """`dsf run`: the whole pipeline. Returns the comparison report on rank zero."""
+        best = self.execute_trainer()
+        test_results = self.execute_test(best)
+        return self.compare(test_results, self.execute_eval())
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def existing_model_name(self) -> str:
+        spec = self.cfg.existing_model
+        return {"callable": spec.target, "checkpoint": spec.path}.get(spec.kind) or "none"
+
+    def _best_checkpoint(self) -> str:
+        train = self.run.results / "train.json"
+        if not train.is_file():
+            raise DsfError(f"{train}: no training record; train first (dsf train) or pass --checkpoint")
+        return io.read_json(train)["best_checkpoint"]
+
+    def _score(self, predictions: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        if not self.env.is_rank_zero:
+            return {}
+        arrays = io.read_arrays(predictions)
+        results = {**extra, **score(arrays["preds"], arrays["target"], self.cfg.model.task, self.cfg.metrics,
+                                    self._num_classes())}
+        io.write_json(self.run.results / f"{name}.json", results)
+        return results
+
+    def _num_classes(self) -> int | None:
+        """Fixed for both models, so a class missing from the test split still gets its matrix row."""
+        if self.cfg.model.num_classes or self.cfg.model.task == "regression" or self.cfg.data.datamodule:
+            return self.cfg.model.num_classes
+        return self._sizes()[1]
+
+    def _sizes(self) -> tuple[int, int]:
+        """Input features and output width, from the config or else from the training data."""
+        model, train = self.cfg.model, self.split().train
+        inputs, target = train[0]
+        input_size = model.input_size or inputs.numel()
+        if model.task == "regression":
+            return input_size, target.numel()
+        classes = model.num_classes or int(max(int(train[i][1]) for i in range(len(train)))) + 1
+        return input_size, classes
+

@@ -1,0 +1,80 @@
+"""The run folder: `<output root>/<run name>/` with config.yaml, checkpoints/, results/, logs/.
+
+Rank zero creates it and writes the resolved config before any worker starts training; every rank
+agrees on its path because the name is fixed in the resolved config (or taken from the job id).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsf_dist.config import DsfConfig, dump
+from dsf_dist.errors import ConfigError, RunFolderError
+from dsf_dist.io import write_text
+from dsf_dist.launch.environment import Environment
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def require(self) -> RunFolder:
+        """For verbs that work on an existing run (test, eval, compare)."""
+        if not self.config.is_file():
+            raise RunFolderError(f"{self.root}: not a dsf run folder (no config.yaml); give the folder `dsf run` made")
+        return self
+
+    def create(self, cfg: DsfConfig) -> None:
+        """Rank zero only: make the folder and write the resolved config; refuse to reuse a run."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise RunFolderError(f"{self.root}: run folder already exists; choose another run.name "
+                                 "or --output, or remove it") from None
+        except OSError as err:
+            raise RunFolderError(f"{self.root}: cannot create the run folder ({err.strerror}); "
+                                 "choose a writable --output") from None
+        write_text(self.config, dump(cfg))
+
+
+def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:
+    """Fill run.name if unset: '<dataset>-<job id>' under a launcher, else '<dataset>-<date>-<time>'."""
+    if cfg.run.name is not None:
+        return cfg
+    dataset = cfg.data.dataset.rpartition(":")[2] or "run"
+    if env.job_id:
+        name = f"{dataset}-{env.job_id}"
+    elif env.world_size > 1:
+        raise ConfigError(f"run.name: unset, and {env.launcher} gives no job id that all ranks share; "
+                          "set --set run.name=<name> (or torchrun --rdzv-id)")
+    else:
+        name = unused_name(Path(cfg.run.output_root), f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    resolved = cfg.model_copy(deep=True)
+    resolved.run.name = name
+    return resolved
+
+
+def unused_name(root: Path, base: str) -> str:
+    name, counter = base, 1
+    while (root / name).exists():
+        counter += 1
+        name = f"{base}-{counter}"
+    return name

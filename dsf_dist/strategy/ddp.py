@@ -1,0 +1,18 @@
+"""DDP: one process per device; `ddp` starts them by re-running the command (or joins torchrun/srun),
+`ddp_spawn` spawns them with multiprocessing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pytorch_lightning.strategies import DDPStrategy
+
+from dsf_dist.config.schema import StrategyConfig
+
+
+def build(cfg: StrategyConfig) -> DDPStrategy:
+    return DDPStrategy(
+        start_method="spawn" if cfg.name == "ddp_spawn" else "popen",
+        timeout=timedelta(seconds=cfg.timeout_s),
+        find_unused_parameters=cfg.find_unused_parameters,
+    )

@@ -1,0 +1,47 @@
+"""Build the pl.Trainer from config and run fit; the seed's train.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger
+
+from dsf_dist.config import DsfConfig
+from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
+from dsf_dist.run_folder import RunFolder
+from dsf_dist.strategy import build_strategy
+
+
+def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit: bool) -> pl.Trainer:
+    """One Trainer recipe for fit and for test; test trainers log nothing and save nothing."""
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [*callbacks, RichProgressBar(leave=True)]
+    return pl.Trainer(
+        **cfg.trainer,
+        strategy=build_strategy(cfg.strategy),
+        callbacks=callbacks,
+        logger=CSVLogger(run.logs, name="", version="") if fit else False,
+        enable_checkpointing=fit,
+        default_root_dir=run.root,
+    )
+
+
+def fit(cfg: DsfConfig, run: RunFolder, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
+    """Train; return where the best and last checkpoints are, identical on every rank."""
+    checkpoint = checkpoint_callback(cfg.checkpoint, run.checkpoints)
+    trainer = build_trainer(cfg, run, [checkpoint, *early_stopping_callback(cfg.early_stopping)], fit=True)
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    # Every rank calls broadcast (a collective); afterwards all hold rank zero's choice (DESIGN.md rule 1).
+    best = trainer.strategy.broadcast(checkpoint.best_model_path or checkpoint.last_model_path, src=0)
+    score = checkpoint.best_model_score
+    return {
+        "best_checkpoint": best,
+        "last_checkpoint": checkpoint.last_model_path or None,
+        "monitor": cfg.checkpoint.monitor,
+        "best_score": float(score) if score is not None else None,
+        "fit_seconds": round(time.perf_counter() - started, 2),
+    }
