@@ -6,10 +6,31 @@ The CLI is the only place that turns DsfError into an exit code (2 for config an
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 EXIT_FAILED = 1
+
+# Lightning warnings that say nothing to a dsf user: the test trainer leaves ModelCheckpoint out on
+# purpose, and the pytree notice is Lightning's own deprecation. Set in the environment so that
+# spawned and re-run workers inherit it.
+QUIET_WARNINGS = [
+    "ignore:Be aware that when using `ckpt_path`",
+    "ignore:`isinstance(treespec",
+]
+
+
+def quiet_known_noise() -> None:
+    import logging
+    import os
+
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *QUIET_WARNINGS]))
+    for spec in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(spec.partition(":")[2]))
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,7 +110,7 @@ def _existing_run(args: argparse.Namespace):
     from dsf_dist.pipeline import Main
     from dsf_dist.run_folder import RunFolder
 
-    run = RunFolder(args.run_dir).require()
+    run = RunFolder(Path(args.run_dir)).require()
     return Main(load_config(run.config, args.set), run_dir=run.root)
 
 
@@ -139,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_known_noise()
     from dsf_dist.errors import DsfError
 
     try:

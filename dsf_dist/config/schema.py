@@ -29,7 +29,7 @@ def _import_path(value: str | None) -> str | None:
 class OptimizerConfig(Section):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     """torch.optim class, by its lower-case name."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0)
     """Used by sgd only."""
@@ -194,7 +194,7 @@ class RunConfig(Section):
 
 
 def _default_trainer() -> dict[str, Any]:
-    return {"max_epochs": 15, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
+    return {"max_epochs": 20, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
 
 class DsfConfig(Section):

@@ -29,3 +29,13 @@ def logistic_regression(datasets: Splits, max_iter: int = 1000, C: float = 1.0, 
     test_x, _ = as_arrays(datasets.test)
     classifier = LogisticRegression(max_iter=max_iter, C=C, **kwargs).fit(train_x, train_y)
     return classifier.predict(test_x)
+
+
+def pca_reconstruction(datasets: Splits, n_components: int = 3) -> np.ndarray:
+    """An existing model for the autoencoder task: PCA with as many components as the code size."""
+    from sklearn.decomposition import PCA
+
+    train_x, _ = as_arrays(datasets.train)
+    test_x, _ = as_arrays(datasets.test)
+    pca = PCA(n_components=n_components).fit(train_x)
+    return pca.inverse_transform(pca.transform(test_x))
