@@ -30,7 +30,9 @@ def quiet_known_noise() -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *QUIET_WARNINGS]))
     for spec in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(spec.partition(":")[2]))
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,7 +91,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     from dsf_dist.config import dump, load_config
 
     cfg = load_config(args.config, args.set, args.output)
-    print(f"config OK: {args.config or 'embedded default'}" if args.check else dump(cfg), end="\n" if args.check else "")
+    print(
+        f"config OK: {args.config or 'embedded default'}" if args.check else dump(cfg), end="\n" if args.check else ""
+    )
     return 0
 
 
@@ -149,8 +153,13 @@ def parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
             sub.add_argument("--output", help="output root for run folders (sets run.output_root)")
-        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)")
+        sub.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)",
+        )
         if verb == "test":
             sub.add_argument("--checkpoint", help="checkpoint to test (default: the run's best)")
         if verb == "config":

@@ -10,8 +10,12 @@ from dsf_dist.metrics import HIGHER_IS_BETTER
 
 
 class Comparison:
-    def __init__(self, test_results: dict[str, Any] | None, eval_results: dict[str, Any] | None,
-                 metrics_config: BaseModel | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        test_results: dict[str, Any] | None,
+        eval_results: dict[str, Any] | None,
+        metrics_config: BaseModel | dict[str, Any],
+    ) -> None:
         self.test_results = test_results
         self.eval_results = eval_results
         flags = metrics_config.model_dump() if isinstance(metrics_config, BaseModel) else dict(metrics_config)

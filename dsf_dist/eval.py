@@ -20,7 +20,8 @@ def predict_with_callable(cfg: ExistingModelConfig, splits: Splits, out: Path) -
     preds = np.asarray(predict(splits, **cfg.kwargs))
     _, target = as_arrays(splits.test)
     if len(preds) != len(target):
-        raise DsfError(f"existing_model.target: {cfg.target} returned {len(preds)} predictions for "
-                       f"{len(target)} test samples; return one per sample of datasets.test, in order")
+        raise DsfError(
+            f"existing_model.target: {cfg.target} returned {len(preds)} predictions for "
+            f"{len(target)} test samples; return one per sample of datasets.test, in order"
+        )
     write_arrays(out, index=np.arange(len(target)), preds=preds, target=target)
-

@@ -13,7 +13,9 @@ def load_object(path: str, key: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"{key}: cannot import module '{module_name}' ({err}); check the path and PYTHONPATH") from None
+        raise ConfigError(
+            f"{key}: cannot import module '{module_name}' ({err}); check the path and PYTHONPATH"
+        ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{key}: module '{module_name}' has no attribute '{attr}'; check the name after ':'")

@@ -21,7 +21,9 @@ def to_labels(preds: np.ndarray) -> torch.Tensor:
     return tensor.argmax(dim=-1) if tensor.ndim == 2 else tensor.long()
 
 
-def score(preds: np.ndarray, target: np.ndarray, task: str, cfg: MetricsConfig, num_classes: int | None) -> dict[str, Any]:
+def score(
+    preds: np.ndarray, target: np.ndarray, task: str, cfg: MetricsConfig, num_classes: int | None
+) -> dict[str, Any]:
     results: dict[str, Any] = {"num_samples": int(len(target))}
     if task == "regression":
         pred_t, target_t = torch.as_tensor(preds).float(), torch.as_tensor(target).float()
@@ -40,7 +42,11 @@ def _multiclass(labels: torch.Tensor, target: torch.Tensor, cfg: MetricsConfig, 
     out: dict[str, Any] = {}
     if cfg.accuracy:
         out["accuracy"] = float(C.multiclass_accuracy(labels, target, classes, average="micro"))
-    for name, fn in (("precision", C.multiclass_precision), ("recall", C.multiclass_recall), ("f1", C.multiclass_f1_score)):
+    for name, fn in (
+        ("precision", C.multiclass_precision),
+        ("recall", C.multiclass_recall),
+        ("f1", C.multiclass_f1_score),
+    ):
         if getattr(cfg, name):
             out[name] = float(fn(labels, target, classes, average=cfg.average))
     if cfg.confusion_matrix:
@@ -51,8 +57,12 @@ def _multiclass(labels: torch.Tensor, target: torch.Tensor, cfg: MetricsConfig, 
 def _binary(labels: torch.Tensor, target: torch.Tensor, cfg: MetricsConfig) -> dict[str, Any]:
     """Two classes: class 1 is positive, and the confusion matrix takes the seed's tp/tn/fp/fn form."""
     out: dict[str, Any] = {}
-    for name, fn in (("accuracy", C.binary_accuracy), ("precision", C.binary_precision),
-                     ("recall", C.binary_recall), ("f1", C.binary_f1_score)):
+    for name, fn in (
+        ("accuracy", C.binary_accuracy),
+        ("precision", C.binary_precision),
+        ("recall", C.binary_recall),
+        ("f1", C.binary_f1_score),
+    ):
         if getattr(cfg, name):
             out[name] = float(fn(labels, target))
     if cfg.confusion_matrix:

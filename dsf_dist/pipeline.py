@@ -44,8 +44,13 @@ def as_config(cfg: DsfConfig | dict[str, Any] | str | Path) -> DsfConfig:
 
 
 class Main:
-    def __init__(self, cfg: DsfConfig | dict[str, Any] | str | Path, dataset_path: str | None = None,
-                 test_dataset_path: str | None = None, run_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DsfConfig | dict[str, Any] | str | Path,
+        dataset_path: str | None = None,
+        test_dataset_path: str | None = None,
+        run_dir: str | Path | None = None,
+    ) -> None:
         cfg = as_config(cfg)
         if dataset_path is not None or test_dataset_path is not None:
             cfg = cfg.model_copy(deep=True)
@@ -116,8 +121,9 @@ class Main:
         if not self.env.is_rank_zero or eval_results is None or not self.cfg.comparison.enabled:
             return None
         comparison = Comparison(test_results, eval_results, self.cfg.metrics).compare()
-        report = comparison_report(comparison, self.cfg.comparison.primary_metric,
-                                   test_results.get("model", "?"), self.existing_model_name())
+        report = comparison_report(
+            comparison, self.cfg.comparison.primary_metric, test_results.get("model", "?"), self.existing_model_name()
+        )
         io.write_json(self.run.results / "comparison.json", report)
         io.write_text(self.run.results / "comparison.md", comparison_markdown(report))
         return report
@@ -143,8 +149,10 @@ class Main:
         if not self.env.is_rank_zero:
             return {}
         arrays = io.read_arrays(predictions)
-        results = {**extra, **score(arrays["preds"], arrays["target"], self.cfg.model.task, self.cfg.metrics,
-                                    self._num_classes())}
+        results = {
+            **extra,
+            **score(arrays["preds"], arrays["target"], self.cfg.model.task, self.cfg.metrics, self._num_classes()),
+        }
         io.write_json(self.run.results / f"{name}.json", results)
         return results
 
@@ -163,4 +171,3 @@ class Main:
             return input_size, target.numel()
         classes = model.num_classes or int(max(int(train[i][1]) for i in range(len(train)))) + 1
         return input_size, classes
-

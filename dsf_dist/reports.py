@@ -30,8 +30,15 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     for metric, diff in report["differences"].items():
         pair = report["comparison"][metric]
         relative = diff["relative"]
-        rows.append((metric, _fmt(pair["trained"]), _fmt(pair["eval"]), f"{diff['absolute']:+.4f}",
-                     f"{relative:+.2%}" if relative is not None else "n/a"))
+        rows.append(
+            (
+                metric,
+                _fmt(pair["trained"]),
+                _fmt(pair["eval"]),
+                f"{diff['absolute']:+.4f}",
+                f"{relative:+.2%}" if relative is not None else "n/a",
+            )
+        )
     return rows
 
 
@@ -42,8 +49,10 @@ def summary_line(report: dict[str, Any]) -> str:
         return f"primary metric '{primary}' was not computed for both models"
     verdict = "better than" if diff["trained_better"] else ("equal to" if diff["absolute"] == 0 else "worse than")
     pair = report["comparison"][primary]
-    return (f"trained model is {verdict} the existing model on {primary}: "
-            f"{_fmt(pair['trained'])} vs {_fmt(pair['eval'])} ({diff['absolute']:+.4f})")
+    return (
+        f"trained model is {verdict} the existing model on {primary}: "
+        f"{_fmt(pair['trained'])} vs {_fmt(pair['eval'])} ({diff['absolute']:+.4f})"
+    )
 
 
 def comparison_markdown(report: dict[str, Any]) -> str:

@@ -47,11 +47,13 @@ class RunFolder:
         try:
             self.root.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            raise RunFolderError(f"{self.root}: run folder already exists; choose another run.name "
-                                 "or --output, or remove it") from None
+            raise RunFolderError(
+                f"{self.root}: run folder already exists; choose another run.name or --output, or remove it"
+            ) from None
         except OSError as err:
-            raise RunFolderError(f"{self.root}: cannot create the run folder ({err.strerror}); "
-                                 "choose a writable --output") from None
+            raise RunFolderError(
+                f"{self.root}: cannot create the run folder ({err.strerror}); choose a writable --output"
+            ) from None
         write_text(self.config, dump(cfg))
 
 
@@ -63,8 +65,10 @@ def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:
     if env.job_id:
         name = f"{dataset}-{env.job_id}"
     elif env.world_size > 1:
-        raise ConfigError(f"run.name: unset, and {env.launcher} gives no job id that all ranks share; "
-                          "set --set run.name=<name> (or torchrun --rdzv-id)")
+        raise ConfigError(
+            f"run.name: unset, and {env.launcher} gives no job id that all ranks share; "
+            "set --set run.name=<name> (or torchrun --rdzv-id)"
+        )
     else:
         name = unused_name(Path(cfg.run.output_root), f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     resolved = cfg.model_copy(deep=True)

@@ -12,8 +12,14 @@ from dsf_dist.run_folder import RunFolder
 from dsf_dist.train import build_trainer
 
 
-def predict_test_set(cfg: DsfConfig, run: RunFolder, model: pl.LightningModule, data: pl.LightningDataModule,
-                     out: Path, ckpt_path: str | None = None) -> None:
+def predict_test_set(
+    cfg: DsfConfig,
+    run: RunFolder,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    out: Path,
+    ckpt_path: str | None = None,
+) -> None:
     """All ranks run trainer.test; rank zero writes `out` (index, preds, target) in dataset order."""
     trainer = build_trainer(cfg, run, [PredictionWriter(out)], fit=False)
     # weights_only: a checkpoint can never run code while loading (DESIGN.md rule 6).

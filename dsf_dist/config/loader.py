@@ -25,7 +25,9 @@ TRAINER_KEYS_OWNED = {
 }
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), output_root: str | None = None) -> DsfConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), output_root: str | None = None
+) -> DsfConfig:
     """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides:
@@ -50,7 +52,9 @@ def check_files(cfg: DsfConfig) -> None:
         named["existing_model.path"] = cfg.existing_model.path
     for key, value in named.items():
         if value is not None and not Path(value).exists():
-            raise ConfigError(f"{key}: {value} does not exist; fix the path (relative paths start at the working folder)")
+            raise ConfigError(
+                f"{key}: {value} does not exist; fix the path (relative paths start at the working folder)"
+            )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -28,11 +28,20 @@ class PredictionWriter(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._preds, self._targets = [], []
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(outputs, dict) or "preds" not in outputs or "target" not in outputs:
-            raise DsfError(f"{type(pl_module).__name__}.test_step must return {{'preds': ..., 'target': ...}} "
-                           "so dsf can score the test set")
+            raise DsfError(
+                f"{type(pl_module).__name__}.test_step must return {{'preds': ..., 'target': ...}} "
+                "so dsf can score the test set"
+            )
         self._preds.append(outputs["preds"].detach().float().cpu())
         self._targets.append(outputs["target"].detach().cpu())
 
@@ -44,8 +53,10 @@ class PredictionWriter(pl.Callback):
             "target": torch.cat(self._targets).numpy(),
         }
         if len(local["index"]) != len(local["preds"]):
-            raise DsfError(f"rank {trainer.global_rank}: test sampler yielded {len(local['index'])} indices "
-                           f"but the model returned {len(local['preds'])} predictions; do not drop_last in test")
+            raise DsfError(
+                f"rank {trainer.global_rank}: test sampler yielded {len(local['index'])} indices "
+                f"but the model returned {len(local['preds'])} predictions; do not drop_last in test"
+            )
         parts = [local]
         if dist.is_available() and dist.is_initialized():
             parts = [None] * dist.get_world_size()

@@ -20,7 +20,9 @@ def mlp(input_size: int, output_size: int, hidden_sizes: Sequence[int] = (128, 6
     return nn.Sequential(*layers)
 
 
-def autoencoder(input_size: int, output_size: int | None = None, hidden_size: int = 64, code_size: int = 3) -> nn.Module:
+def autoencoder(
+    input_size: int, output_size: int | None = None, hidden_size: int = 64, code_size: int = 3
+) -> nn.Module:
     """The seed's autoencoder: input -> 64 -> 3 -> 64 -> input (the seed used 28*28 inputs)."""
     return nn.Sequential(
         nn.Linear(input_size, hidden_size),

@@ -25,7 +25,9 @@ class PlModel(pl.LightningModule):
         self.config = ModelConfig.model_validate(model_config)
         self.network = build_network(self.config.network, input_size, output_size, self.config.network_kwargs)
         self.classification = self.config.task == "classification"
-        self.val_accuracy = torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classification else None
+        self.val_accuracy = (
+            torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classification else None
+        )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
@@ -66,7 +68,9 @@ class PlModel(pl.LightningModule):
         if sched.name == "none":
             return optimizer
         if sched.name == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.trainer.max_epochs or 1, 1))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(self.trainer.max_epochs or 1, 1)
+            )
         else:
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
