@@ -1,0 +1,105 @@
+"""The whole seed pipeline through the real CLI: fit, test the best checkpoint, eval, compare."""
+
+import numpy as np
+import pytest
+from conftest import REPO, dsf, only_run_folder, results
+
+from dsf_dist.config import load_config
+from dsf_dist.io import read_arrays
+
+pytestmark = pytest.mark.slow
+
+DIGITS_TEST_SIZE = 269  # 15% of 1,797: odd, so 2 ranks cannot split it evenly
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """`dsf run` exactly as the README's first command runs it: the embedded default, one process."""
+    cwd = tmp_path_factory.mktemp("default")
+    done = dsf("run", "--output", "runs", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return only_run_folder(cwd / "runs"), done
+
+
+def test_default_run_writes_the_run_folder(default_run):
+    run, _ = default_run
+    for name in ("config.yaml", "checkpoints/last.ckpt", "logs/metrics.csv", "results/train.json",
+                 "results/test.json", "results/eval.json", "results/comparison.json", "results/comparison.md"):
+        assert (run / name).is_file(), name
+    assert load_config(run / "config.yaml").run.name == run.name  # the file alone reproduces the run
+
+
+def test_default_run_trains_a_good_model_and_a_real_comparison(default_run):
+    run, done = default_run
+    test, existing = results(run, "test"), results(run, "eval")
+    assert test["accuracy"] >= 0.90
+    assert existing["accuracy"] >= 0.90  # logistic regression on the same split
+    for side in (test, existing):
+        assert side["num_samples"] == DIGITS_TEST_SIZE
+        assert np.array(side["confusion_matrix"]).sum() == DIGITS_TEST_SIZE
+    comparison = results(run, "comparison")["comparison"]
+    assert comparison["accuracy"] == {"trained": test["accuracy"], "eval": existing["accuracy"]}
+    assert set(comparison) == {"accuracy", "precision", "recall", "f1", "confusion_matrix"}
+    assert "trained vs existing model" in done.stdout and "existing model on accuracy" in done.stdout
+
+
+@pytest.mark.distributed
+def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
+    done = dsf("run", "--output", "runs", "--set", "strategy.name=ddp_spawn", "--set", "trainer.devices=2",
+               "--set", "trainer.max_epochs=5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run_folder(tmp_path / "runs")
+    two_ranks = results(run, "test")
+    two_rank_preds = read_arrays(run / "results" / "test_predictions.npz")
+    assert two_ranks["num_samples"] == DIGITS_TEST_SIZE and two_ranks["accuracy"] > 0.8
+    assert two_rank_preds["index"].tolist() == list(range(DIGITS_TEST_SIZE))
+    assert results(run, "comparison")["comparison"]["accuracy"]["trained"] == two_ranks["accuracy"]
+
+    # Test the same checkpoint in one process: every metric must be identical (DESIGN.md rule 2).
+    done = dsf("test", str(run), "--set", "strategy.name=auto", "--set", "trainer.devices=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one_rank = results(run, "test")
+    one_rank_preds = read_arrays(run / "results" / "test_predictions.npz")
+    assert one_rank == two_ranks
+    np.testing.assert_array_equal(one_rank_preds["target"], two_rank_preds["target"])
+    np.testing.assert_allclose(one_rank_preds["preds"], two_rank_preds["preds"], atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_ddp_two_ranks_share_one_run_folder(tmp_path):
+    done = dsf("run", "--output", "runs", "--set", "strategy.name=ddp", "--set", "trainer.devices=2",
+               "--set", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run_folder(tmp_path / "runs")
+    assert results(run, "test")["num_samples"] == DIGITS_TEST_SIZE
+    assert (run / "results" / "comparison.json").is_file()
+
+
+def test_autoencoder_regression_against_pca(tmp_path):
+    done = dsf("run", "-c", str(REPO / "configs" / "autoencoder.yaml"), "--output", "runs",
+               "--set", "trainer.max_epochs=3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    comparison = results(only_run_folder(tmp_path / "runs"), "comparison")
+    assert set(comparison["comparison"]) == {"mse", "mae"}
+    assert comparison["primary_metric"] == "mse"
+    assert 0 < comparison["comparison"]["mse"]["eval"] < 0.1
+
+
+def test_existing_checkpoint_scores_like_testing_it(tmp_path, monkeypatch):
+    """The seed's Python API; an existing checkpoint evaluated == that checkpoint tested."""
+    from dsf_dist import Main
+
+    monkeypatch.chdir(tmp_path)
+    quick = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    first = Main(load_config(overrides=[*quick, "run.name=first"]))
+    first.execute_trainer()
+    last = first.run.checkpoints / "last.ckpt"
+    first_test = first.execute_test(str(last))
+
+    second = Main(load_config(overrides=[*quick, "run.name=second", "existing_model.kind=checkpoint",
+                                         f"existing_model.path={last}"]))
+    report = second.execute()
+    existing = results(second.run.root, "eval")
+    assert existing["accuracy"] == first_test["accuracy"]
+    assert existing["confusion_matrix"] == first_test["confusion_matrix"]
+    assert report["existing_model"].endswith("last.ckpt")
