@@ -99,9 +99,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def _new_run(args: argparse.Namespace):
     from dsf_dist.config import load_config
-    from dsf_dist.pipeline import Main
 
-    main = Main(load_config(args.config, args.set, args.output))
+    cfg = load_config(args.config, args.set, args.output)
+    from dsf_dist.pipeline import Main  # torch and Lightning: only once the config is known good
+
+    main = Main(cfg)
     if main.cfg.strategy.name == "ddp" and main.env.launcher == "single":
         # Lightning's `ddp` starts ranks 1..N-1 by re-running this command line. Point them at the
         # resolved config (written by rank zero before fit), so every rank joins the same run.
@@ -111,11 +113,13 @@ def _new_run(args: argparse.Namespace):
 
 def _existing_run(args: argparse.Namespace):
     from dsf_dist.config import load_config
-    from dsf_dist.pipeline import Main
     from dsf_dist.run_folder import RunFolder
 
     run = RunFolder(Path(args.run_dir)).require()
-    return Main(load_config(run.config, args.set), run_dir=run.root)
+    cfg = load_config(run.config, args.set)
+    from dsf_dist.pipeline import Main  # torch and Lightning: only once the run and config are known good
+
+    return Main(cfg, run_dir=run.root)
 
 
 def _print_results(name: str, results: dict) -> None:

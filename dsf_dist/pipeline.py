@@ -64,6 +64,8 @@ class Main:
     # -- extension points -------------------------------------------------------------------------
     def split(self) -> Splits:
         """Train / val / test datasets; seeded, so every process and every later test sees the same split."""
+        if self._splits is None and self.cfg.data.datamodule:
+            self._splits = splits_of(self.create_data_module())
         if self._splits is None:
             data = self.cfg.data
             make = digits if data.dataset == "digits" else load_object(data.dataset, "data.dataset")
@@ -74,14 +76,14 @@ class Main:
 
     def create_data_module(self) -> pl.LightningDataModule:
         if self.cfg.data.datamodule:
-            return load_object(self.cfg.data.datamodule, "data.datamodule")()
+            return load_object(self.cfg.data.datamodule, "data.datamodule")(**self.cfg.data.datamodule_kwargs)
         splits = self.split()
         return DataModule(splits.train, splits.val, splits.test, self.cfg.data.batch_size, self.cfg.data.num_workers)
 
     def define_model(self) -> pl.LightningModule:
         model = self.cfg.model
         if model.module:
-            return load_object(model.module, "model.module")()
+            return load_object(model.module, "model.module")(**model.module_kwargs)
         input_size, output_size = self._sizes()
         return PlModel(model.model_dump(mode="json"), input_size, output_size)
 
@@ -158,7 +160,7 @@ class Main:
 
     def _num_classes(self) -> int | None:
         """Fixed for both models, so a class missing from the test split still gets its matrix row."""
-        if self.cfg.model.num_classes or self.cfg.model.task == "regression" or self.cfg.data.datamodule:
+        if self.cfg.model.num_classes or self.cfg.model.task == "regression":
             return self.cfg.model.num_classes
         return self._sizes()[1]
 
@@ -171,3 +173,11 @@ class Main:
             return input_size, target.numel()
         classes = model.num_classes or int(max(int(train[i][1]) for i in range(len(train)))) + 1
         return input_size, classes
+
+
+def splits_of(datamodule: pl.LightningDataModule) -> Splits:
+    """A user's LightningDataModule seen as Splits: the datasets behind its three loaders, in loader order."""
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    loaders = (datamodule.train_dataloader(), datamodule.val_dataloader(), datamodule.test_dataloader())
+    return Splits(*(loader.dataset for loader in loaders))

@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dsf(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
+    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, "-m", "dsf_dist", *args],
         cwd=cwd,

@@ -35,8 +35,11 @@ def test_config_check_and_print(tmp_path):
         ("trainer:\n  max_epoch: 3\n", (), "trainer.max_epoch: unknown key; did you mean max_epochs?"),
         ("data:\n  batch_size: many\n", (), "data.batch_size: Input should be a valid integer"),
         (None, ("-c", "missing.yaml"), "missing.yaml: config file not found"),
-        (None, ("--set", "existing_model.kind=checkpoint", "--set", "existing_model.path=gone.ckpt"),
-         "existing_model.path: gone.ckpt does not exist"),
+        (
+            None,
+            ("--set", "existing_model.kind=checkpoint", "--set", "existing_model.path=gone.ckpt"),
+            "existing_model.path: gone.ckpt does not exist",
+        ),
     ],
     ids=["unknown-key", "wrong-type", "missing-config", "missing-checkpoint"],
 )

@@ -50,8 +50,9 @@ def test_regression_scores():
 def test_comparison_has_the_seeds_shape_for_enabled_metrics_only():
     test = {"accuracy": 0.9, "precision": 0.8, "f1": 0.7, "confusion_matrix": [[1]], "num_samples": 3}
     existing = {"accuracy": 0.8, "precision": 0.9, "f1": 0.7, "confusion_matrix": [[2]], "num_samples": 3}
-    result = Comparison(test, existing, {"accuracy": True, "precision": True, "f1": False, "confusion_matrix": True,
-                                         "average": "macro"}).compare()
+    result = Comparison(
+        test, existing, {"accuracy": True, "precision": True, "f1": False, "confusion_matrix": True, "average": "macro"}
+    ).compare()
     assert result == {
         "accuracy": {"trained": 0.9, "eval": 0.8},
         "precision": {"trained": 0.8, "eval": 0.9},
@@ -72,8 +73,10 @@ def test_differences_know_which_direction_is_better():
 
 
 def test_markdown_report_lists_metrics_and_both_matrices():
-    comparison = {"accuracy": {"trained": 0.9, "eval": 0.8}, "confusion_matrix": {"trained": [[1, 0], [0, 1]],
-                                                                                  "eval": [[0, 1], [1, 0]]}}
+    comparison = {
+        "accuracy": {"trained": 0.9, "eval": 0.8},
+        "confusion_matrix": {"trained": [[1, 0], [0, 1]], "eval": [[0, 1], [1, 0]]},
+    }
     text = comparison_markdown(comparison_report(comparison, "accuracy", "best.ckpt", "baseline"))
     assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | +12.50% |" in text
     assert "trained model is better than the existing model on accuracy" in text

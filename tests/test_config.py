@@ -123,3 +123,27 @@ def test_schema_defaults_are_the_documented_digits_run():
     cfg = DsfConfig()
     assert cfg.data.dataset == "digits" and cfg.existing_model.kind == "callable"
     assert yaml.safe_load(dump(cfg))["run"]["name"] is None
+
+
+def test_trainer_args_snapshot_matches_installed_lightning():
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from dsf_dist.config.trainer_args import TRAINER_ARGS, TRAINER_ARGS_OWNED
+
+    real = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    assert set(TRAINER_ARGS) | set(TRAINER_ARGS_OWNED) == real
+    assert not set(TRAINER_ARGS) & set(TRAINER_ARGS_OWNED)
+
+
+def test_loading_a_config_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom dsf_dist.config import load_config\nload_config(overrides=['trainer.max_epochs=2'])\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'pytorch_lightning')]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -7,15 +7,31 @@ def test_single_process():
 
 
 def test_torchrun():
-    env = resolve({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1",
-                   "TORCHELASTIC_RUN_ID": "none"})
+    env = resolve(
+        {
+            "RANK": "3",
+            "WORLD_SIZE": "4",
+            "LOCAL_RANK": "1",
+            "LOCAL_WORLD_SIZE": "2",
+            "GROUP_RANK": "1",
+            "TORCHELASTIC_RUN_ID": "none",
+        }
+    )
     assert (env.launcher, env.rank, env.world_size, env.local_rank, env.node_rank) == ("torchrun", 3, 4, 1, 1)
     assert env.job_id is None and env.external
 
 
 def test_slurm_task_under_srun():
-    env = resolve({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_NODEID": "0",
-                   "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "77"})
+    env = resolve(
+        {
+            "SLURM_PROCID": "1",
+            "SLURM_NTASKS": "2",
+            "SLURM_LOCALID": "1",
+            "SLURM_NODEID": "0",
+            "SLURM_STEP_ID": "0",
+            "SLURM_JOB_ID": "77",
+        }
+    )
     assert (env.launcher, env.rank, env.world_size, env.job_id) == ("slurm", 1, 2, "77")
 
 

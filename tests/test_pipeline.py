@@ -23,8 +23,16 @@ def default_run(tmp_path_factory):
 
 def test_default_run_writes_the_run_folder(default_run):
     run, _ = default_run
-    for name in ("config.yaml", "checkpoints/last.ckpt", "logs/metrics.csv", "results/train.json",
-                 "results/test.json", "results/eval.json", "results/comparison.json", "results/comparison.md"):
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+        "results/train.json",
+        "results/test.json",
+        "results/eval.json",
+        "results/comparison.json",
+        "results/comparison.md",
+    ):
         assert (run / name).is_file(), name
     assert load_config(run / "config.yaml").run.name == run.name  # the file alone reproduces the run
 
@@ -45,8 +53,18 @@ def test_default_run_trains_a_good_model_and_a_real_comparison(default_run):
 
 @pytest.mark.distributed
 def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
-    done = dsf("run", "--output", "runs", "--set", "strategy.name=ddp_spawn", "--set", "trainer.devices=2",
-               "--set", "trainer.max_epochs=5", cwd=tmp_path)
+    done = dsf(
+        "run",
+        "--output",
+        "runs",
+        "--set",
+        "strategy.name=ddp_spawn",
+        "--set",
+        "trainer.devices=2",
+        "--set",
+        "trainer.max_epochs=5",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = only_run_folder(tmp_path / "runs")
     two_ranks = results(run, "test")
@@ -67,8 +85,18 @@ def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
 
 @pytest.mark.distributed
 def test_ddp_two_ranks_share_one_run_folder(tmp_path):
-    done = dsf("run", "--output", "runs", "--set", "strategy.name=ddp", "--set", "trainer.devices=2",
-               "--set", "trainer.max_epochs=2", cwd=tmp_path)
+    done = dsf(
+        "run",
+        "--output",
+        "runs",
+        "--set",
+        "strategy.name=ddp",
+        "--set",
+        "trainer.devices=2",
+        "--set",
+        "trainer.max_epochs=2",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = only_run_folder(tmp_path / "runs")
     assert results(run, "test")["num_samples"] == DIGITS_TEST_SIZE
@@ -76,8 +104,16 @@ def test_ddp_two_ranks_share_one_run_folder(tmp_path):
 
 
 def test_autoencoder_regression_against_pca(tmp_path):
-    done = dsf("run", "-c", str(REPO / "configs" / "autoencoder.yaml"), "--output", "runs",
-               "--set", "trainer.max_epochs=3", cwd=tmp_path)
+    done = dsf(
+        "run",
+        "-c",
+        str(REPO / "configs" / "autoencoder.yaml"),
+        "--output",
+        "runs",
+        "--set",
+        "trainer.max_epochs=3",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     comparison = results(only_run_folder(tmp_path / "runs"), "comparison")
     assert set(comparison["comparison"]) == {"mse", "mae"}
@@ -96,10 +132,36 @@ def test_existing_checkpoint_scores_like_testing_it(tmp_path, monkeypatch):
     last = first.run.checkpoints / "last.ckpt"
     first_test = first.execute_test(str(last))
 
-    second = Main(load_config(overrides=[*quick, "run.name=second", "existing_model.kind=checkpoint",
-                                         f"existing_model.path={last}"]))
+    second = Main(
+        load_config(
+            overrides=[*quick, "run.name=second", "existing_model.kind=checkpoint", f"existing_model.path={last}"]
+        )
+    )
     report = second.execute()
     existing = results(second.run.root, "eval")
     assert existing["accuracy"] == first_test["accuracy"]
     assert existing["confusion_matrix"] == first_test["confusion_matrix"]
     assert report["existing_model"].endswith("last.ckpt")
+
+
+def test_users_own_lightning_module_and_datamodule(tmp_path):
+    done = dsf(
+        "run",
+        "--output",
+        "runs",
+        "--set",
+        "model.module=user_project:DigitsLitModule",
+        "--set",
+        "model.module_kwargs={hidden: 32}",
+        "--set",
+        "data.datamodule=user_project:DigitsDataModule",
+        "--set",
+        "trainer.max_epochs=3",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run_folder(tmp_path / "runs")
+    test, existing = results(run, "test"), results(run, "eval")
+    assert test["num_samples"] == existing["num_samples"] == 297  # the user's own test split
+    assert np.array(test["confusion_matrix"]).shape == (10, 10)
+    assert test["accuracy"] > 0.8 and existing["accuracy"] > 0.8

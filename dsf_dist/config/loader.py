@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import difflib
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dsf_dist.config.schema import DsfConfig, _default_trainer
+from dsf_dist.config.trainer_args import TRAINER_ARGS, TRAINER_ARGS_OWNED
 from dsf_dist.errors import ConfigError
-
-# pl.Trainer arguments that dsf builds itself from other sections; setting them would bypass those.
-TRAINER_KEYS_OWNED = {
-    "strategy": "set strategy.name instead",
-    "callbacks": "use the checkpoint and early_stopping sections",
-    "logger": "dsf logs to <run>/logs",
-    "plugins": "the strategy section chooses plugins",
-    "enable_checkpointing": "use the checkpoint section",
-    "default_root_dir": "use run.output_root and run.name",
-}
 
 
 def load_config(
@@ -127,21 +117,16 @@ def suggest(word: str, choices: Sequence[str]) -> str:
 
 
 def check_trainer(trainer: dict[str, Any]) -> None:
-    """Every trainer key must be a pl.Trainer argument of the right type (Lightning is imported here only)."""
-    from pydantic import ConfigDict, TypeAdapter
-    from pytorch_lightning import Trainer
-
-    params = {name: p for name, p in inspect.signature(Trainer.__init__).parameters.items() if name != "self"}
+    """Every trainer key must be a pl.Trainer argument, of a type pl.Trainer takes."""
     for key, value in trainer.items():
-        if key in TRAINER_KEYS_OWNED:
-            raise ConfigError(f"trainer.{key}: dsf sets this itself; {TRAINER_KEYS_OWNED[key]}")
-        if key not in params:
-            raise ConfigError(f"trainer.{key}: unknown key; {suggest(key, list(params))}")
-        annotation = params[key].annotation
+        if key in TRAINER_ARGS_OWNED:
+            raise ConfigError(f"trainer.{key}: dsf sets this itself; {TRAINER_ARGS_OWNED[key]}")
+        if key not in TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key}: unknown key; {suggest(key, list(TRAINER_ARGS))}")
         try:
-            TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+            TypeAdapter(TRAINER_ARGS[key]).validate_python(value)
         except ValidationError:
-            expected = str(annotation).replace("typing.", "")
+            expected = str(TRAINER_ARGS[key]).replace("typing.", "")
             raise ConfigError(f"trainer.{key}: {value!r} is not a valid value; pl.Trainer expects {expected}") from None
     devices = trainer.get("devices")
     if isinstance(devices, int) and devices < 1 and devices != -1:

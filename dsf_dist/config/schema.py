@@ -49,6 +49,8 @@ class ModelConfig(Section):
     """Keyword arguments for the network builder (built-ins: see dsf_dist/models/networks.py)."""
     module: str | None = None
     """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
+    module_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for your LightningModule."""
     task: Literal["classification", "regression"] = "classification"
     """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE."""
     input_size: int | None = Field(None, ge=1)
@@ -92,6 +94,7 @@ class DataConfig(Section):
     """The seed's test_dataset_path: a separate test set (then split.test must be 0)."""
     datamodule: str | None = None
     """Import path of your own LightningDataModule; replaces the built-in DataModule and split()."""
+    datamodule_kwargs: dict[str, Any] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     batch_size: int = Field(64, ge=1)
     """Per rank."""
