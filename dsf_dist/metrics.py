@@ -11,8 +11,9 @@ from torchmetrics.functional import classification as C
 from torchmetrics.functional import mean_absolute_error, mean_squared_error
 
 from dsf_dist.config.schema import MetricsConfig
+from dsf_dist.stats import HIGHER_IS_BETTER
 
-HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mse": False, "mae": False}
+__all__ = ["HIGHER_IS_BETTER", "score", "to_labels"]
 
 
 def to_labels(preds: np.ndarray) -> torch.Tensor:
