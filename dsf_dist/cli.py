@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_FAILED = 1
+EXIT_GATE_FAILED = 3  # the comparison ran, and the trained model failed a gate in config.comparison
 
 # Lightning warnings that say nothing to a dsf user: the test trainer leaves ModelCheckpoint out on
 # purpose, and the pytree notice is Lightning's own deprecation. Set in the environment so that
@@ -38,12 +39,13 @@ def quiet_known_noise() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     main = _new_run(args)
     report = main.execute()
-    if report is not None:
-        from dsf_dist.reports import print_comparison
+    if report is None:  # not rank zero, no existing model, or comparison disabled
+        return 0
+    from dsf_dist.reports import print_comparison
 
-        print_comparison(report)
-        print(f"run folder: {main.run.root}")
-    return 0
+    print_comparison(report)
+    print(f"run folder: {main.run.root}")
+    return _gate_exit_code(report)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -71,20 +73,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.baseline is not None:
+        return _compare_saved(args)
     from dsf_dist import io
+    from dsf_dist.errors import ConfigError, RunFolderError
     from dsf_dist.reports import print_comparison
 
+    if args.out is not None:
+        raise ConfigError("--out: only for `dsf compare A B`; a single run's comparison is written to its results/")
     main = _existing_run(args)
     results = main.run.results
     missing = [name for name in ("test.json", "eval.json") if not (results / name).is_file()]
     if missing:
-        from dsf_dist.errors import RunFolderError
-
         raise RunFolderError(f"{results}: {', '.join(missing)} missing; run `dsf test` and `dsf eval` on the run first")
     report = main.compare(io.read_json(results / "test.json"), io.read_json(results / "eval.json"))
-    if report is not None:
-        print_comparison(report)
-    return 0
+    if report is None:
+        return 0
+    print_comparison(report)
+    print(f"reports: {results}")
+    return _gate_exit_code(report)
+
+
+def _compare_saved(args: argparse.Namespace) -> int:
+    """`dsf compare A B`: A's saved test results as the trained model, B's as the existing one."""
+    from dsf_dist.compare import SavedResults, compare_saved, saved_config
+    from dsf_dist.errors import RunFolderError
+    from dsf_dist.reports import print_comparison, write_reports
+
+    candidate, baseline = SavedResults.open(args.run_dir), SavedResults.open(args.baseline)
+    report = compare_saved(candidate, baseline, saved_config(candidate, baseline, args.set))
+    out = Path(args.out) if args.out else candidate.results / f"compare-{baseline.name}"
+    logs = [(candidate.name, candidate.training_log), (baseline.name, baseline.training_log)]
+    try:
+        write_reports(out, report, [(label, log) for label, log in logs if log is not None])
+    except OSError as err:
+        raise RunFolderError(f"{out}: cannot write the reports ({err.strerror}); choose a writable --out") from None
+    print_comparison(report)
+    print(f"reports: {out}")
+    return _gate_exit_code(report)
+
+
+def _gate_exit_code(report: dict) -> int:
+    return 0 if report.get("gates", {}).get("passed", True) else EXIT_GATE_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -142,7 +172,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "train only; writes checkpoints and results/train.json"),
     "test": (cmd_test, "test a run's best checkpoint (or --checkpoint) on its test split"),
     "eval": (cmd_eval, "evaluate the existing model on a run's test split"),
-    "compare": (cmd_compare, "compare a run's test and eval results"),
+    "compare": (cmd_compare, "compare a run's test and eval results, or two saved runs (exit 3: a gate failed)"),
     "config": (cmd_config, "print the resolved config (--check: validate only)"),
 }
 
@@ -152,7 +182,19 @@ def parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, (_, summary) in VERBS.items():
         sub = verbs.add_parser(verb, help=summary, description=summary)
-        if verb in ("test", "eval", "compare"):
+        if verb == "compare":
+            sub.add_argument(
+                "run_dir", metavar="A", help="a run folder (with B: or a results folder), the trained model"
+            )
+            sub.add_argument(
+                "baseline",
+                metavar="B",
+                nargs="?",
+                help="a run or results folder whose test results are the existing model; without B, A's run "
+                "compares its own test and eval results",
+            )
+            sub.add_argument("--out", help="with B: folder for the reports (default: A's results/compare-<B's name>/)")
+        elif verb in ("test", "eval"):
             sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
         else:
             sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")

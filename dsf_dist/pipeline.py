@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 
 from dsf_dist import eval as existing
 from dsf_dist import io
-from dsf_dist.compare import Comparison
+from dsf_dist.compare import Predictions, build_report, require_same_samples
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
 from dsf_dist.data import Splits, split_dataset
@@ -24,7 +24,7 @@ from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
 from dsf_dist.metrics import score
 from dsf_dist.models.plmodel import PlModel
-from dsf_dist.reports import comparison_markdown, comparison_report
+from dsf_dist.reports import write_reports
 from dsf_dist.run_folder import RunFolder, name_run
 from dsf_dist.test import predict_test_set
 from dsf_dist.train import fit
@@ -119,15 +119,18 @@ class Main:
         return self._score(out, "eval", {"model": self.existing_model_name()})
 
     def compare(self, test_results: dict[str, Any], eval_results: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Rank zero: the seed's comparison, written to results/comparison.json and comparison.md."""
+        """Rank zero: the seed's comparison with per-class numbers, paired statistics and gates, written to
+        results/comparison.json, comparison.md, comparison.html and its PNG plots. report['gates']['passed']
+        says whether the trained model passed the configured gates."""
         if not self.env.is_rank_zero or eval_results is None or not self.cfg.comparison.enabled:
             return None
-        comparison = Comparison(test_results, eval_results, self.cfg.metrics).compare()
-        report = comparison_report(
-            comparison, self.cfg.comparison.primary_metric, test_results.get("model", "?"), self.existing_model_name()
-        )
-        io.write_json(self.run.results / "comparison.json", report)
-        io.write_text(self.run.results / "comparison.md", comparison_markdown(report))
+        results = self.run.results
+        trained = Predictions.load(results / "test_predictions.npz")
+        existing = Predictions.load(results / "eval_predictions.npz")
+        require_same_samples(trained, existing, "test_predictions.npz", "eval_predictions.npz")
+        names = (test_results.get("model", "?"), self.existing_model_name())
+        report = build_report(self.cfg, test_results, eval_results, trained, existing, names)
+        write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
         return report
 
     def execute(self) -> dict[str, Any] | None:

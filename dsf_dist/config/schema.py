@@ -7,8 +7,9 @@ written-out form and a test keeps the two equal.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -175,9 +176,65 @@ class ExistingModelConfig(Section):
 
 
 class ComparisonConfig(Section):
+    """Trained vs existing model on the same test samples: paired statistics, and the gates a release must pass.
+
+    Gates judge a metric's improvement: trained - existing for accuracy, precision, recall and f1, and
+    existing - trained for mse and mae (lower is better), so a threshold always reads "at least this much
+    better" and a negative one is a loss you tolerate. `dsf run` and `dsf compare` exit 3 when any configured
+    gate fails; with no gates configured (the default) nothing can fail.
+    """
+
+    GATEABLE: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1", "mse", "mae")
+
     enabled: bool = True
+    """Compare at all: results/comparison.json, comparison.md, comparison.html and its PNG plots."""
     primary_metric: str = "accuracy"
     """The metric the summary line leads with."""
+    class_names: list[str] | None = None
+    """Names of classes 0, 1, 2, ... in the reports and plots; None shows the class index."""
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
+    """Paired bootstrap resamples of the test samples behind each confidence interval."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    """Level of the bootstrap intervals; McNemar's test is significant below p = 1 - confidence."""
+    seed: int = 0
+    """Seeds the bootstrap: the same predictions always give the same intervals."""
+    min_absolute: dict[str, float] = Field(default_factory=dict)
+    """Gate, per metric: the least improvement, e.g. {accuracy: 0.0} (no drop) or {f1: -0.01} (at most 0.01 worse)."""
+    min_relative: dict[str, float] = Field(default_factory=dict)
+    """Gate, per metric: the least improvement as a fraction of the existing model's value, e.g. {mse: 0.05}."""
+    no_significant_regression: list[str] = Field(default_factory=list)
+    """Gate, metrics that must not be significantly worse: fails when the bootstrap interval of the improvement
+    lies entirely below 0, and for accuracy also when McNemar's test is significant in the existing model's favour."""
+
+    @field_validator("min_absolute", "min_relative")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        cls._known_metrics(list(value))
+        for metric, threshold in value.items():
+            if not math.isfinite(threshold):
+                raise ValueError(f"{metric}: {threshold} is not a finite threshold; give a number such as 0.0")
+        return value
+
+    @field_validator("no_significant_regression")
+    @classmethod
+    def _gated_metrics(cls, value: list[str]) -> list[str]:
+        cls._known_metrics(value)
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is listed twice; list each metric once")
+        return value
+
+    @field_validator("class_names")
+    @classmethod
+    def _class_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("class names must be unique and not empty; give one name per class, or null")
+        return value
+
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> None:
+        for metric in metrics:
+            if metric not in cls.GATEABLE:
+                raise ValueError(f"'{metric}' is not a metric dsf can gate; use {', '.join(cls.GATEABLE)}")
 
 
 class RunConfig(Section):
