@@ -128,6 +128,8 @@ def test_gate_config_is_checked_at_load_time_in_one_line():
         load_config(overrides=["comparison.min_absolute.acc=0.01"])
     with pytest.raises(ConfigError, match="^comparison.no_significant_regression: a metric is listed twice"):
         load_config(overrides=["comparison.no_significant_regression=[f1, f1]"])
+    with pytest.raises(ConfigError, match="^comparison: gates are set but enabled is false"):
+        load_config(overrides=["comparison.enabled=false", "comparison.min_absolute.f1=0"])
 
 
 @pytest.mark.slow

@@ -230,6 +230,12 @@ class ComparisonConfig(Section):
             raise ValueError("class names must be unique and not empty; give one name per class, or null")
         return value
 
+    @model_validator(mode="after")
+    def _gates_need_the_comparison(self) -> ComparisonConfig:
+        if not self.enabled and (self.min_absolute or self.min_relative or self.no_significant_regression):
+            raise ValueError("gates are set but enabled is false, so they would never run; enable it or remove them")
+        return self
+
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> None:
         for metric in metrics:
