@@ -117,6 +117,17 @@ def _gate_exit_code(report: dict) -> int:
     return 0 if report.get("gates", {}).get("passed", True) else EXIT_GATE_FAILED
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dsf_dist.checkpoints import export
+    from dsf_dist.run_folder import RunFolder, best_checkpoint
+
+    run = RunFolder(Path(args.run_dir)).require()
+    source = args.checkpoint or best_checkpoint(run)
+    target = export(source, Path(args.out) if args.out else run.root / "export", run.config.read_text())
+    print(f"exported {source} -> {target}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from dsf_dist.config import dump, load_config
 
@@ -130,11 +141,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _new_run(args: argparse.Namespace):
     from dsf_dist.config import load_config
 
-    cfg = load_config(args.config, args.set, args.output)
+    overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
+    cfg = load_config(args.config, overrides, args.output)
     from dsf_dist.pipeline import Main  # torch and Lightning: only once the config is known good
+    from dsf_dist.strategy import RERUN_LAUNCHED
 
     main = Main(cfg)
-    if main.cfg.strategy.name == "ddp" and main.env.launcher == "single":
+    if main.cfg.strategy.name in RERUN_LAUNCHED and main.env.launcher == "single":
         # Lightning's `ddp` starts ranks 1..N-1 by re-running this command line. Point them at the
         # resolved config (written by rank zero before fit), so every rank joins the same run.
         sys.argv[1:] = [args.verb, "--config", str(main.run.config)]
@@ -173,6 +186,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "test": (cmd_test, "test a run's best checkpoint (or --checkpoint) on its test split"),
     "eval": (cmd_eval, "evaluate the existing model on a run's test split"),
     "compare": (cmd_compare, "compare a run's test and eval results, or two saved runs (exit 3: a gate failed)"),
+    "export": (cmd_export, "consolidate a checkpoint of any strategy into export/model.safetensors + config.yaml"),
     "config": (cmd_config, "print the resolved config (--check: validate only)"),
 }
 
@@ -194,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
                 "compares its own test and eval results",
             )
             sub.add_argument("--out", help="with B: folder for the reports (default: A's results/compare-<B's name>/)")
-        elif verb in ("test", "eval"):
+        elif verb in ("test", "eval", "export"):
             sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
         else:
             sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
@@ -206,8 +220,16 @@ def parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)",
         )
-        if verb == "test":
-            sub.add_argument("--checkpoint", help="checkpoint to test (default: the run's best)")
+        if verb in ("test", "export"):
+            sub.add_argument("--checkpoint", help="checkpoint of any strategy (default: the run's best)")
+        if verb == "export":
+            sub.add_argument("--out", help="output folder (default: RUN/export)")
+        if verb in ("run", "train"):
+            sub.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue the run folder's last checkpoint if it has one (sets run.resume=auto)",
+            )
         if verb == "config":
             sub.add_argument("--check", action="store_true", help="validate only")
     return top
@@ -232,6 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"dsf: error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Destroy the process group a verb left behind: DeepSpeed ZeRO-3 ranks abort at interpreter exit
+    (SIGABRT, exit 134) when it is still alive (FACTS.md)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -10,22 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from dsf_dist import eval as existing
 from dsf_dist import io
+from dsf_dist.checkpoints import checkpoint_format, load_into
 from dsf_dist.compare import Predictions, build_report, require_same_samples
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
 from dsf_dist.data import Splits, split_dataset
 from dsf_dist.data.datamodule import DataModule
 from dsf_dist.data.digits import digits
-from dsf_dist.errors import ConfigError, DsfError
+from dsf_dist.errors import ConfigError
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
 from dsf_dist.metrics import score
 from dsf_dist.models.plmodel import PlModel
 from dsf_dist.reports import write_reports
-from dsf_dist.run_folder import RunFolder, name_run
+from dsf_dist.run_folder import RunFolder, best_checkpoint, name_run
+from dsf_dist.strategy.checks import check_model
 from dsf_dist.test import predict_test_set
 from dsf_dist.train import fit
 
@@ -89,20 +92,25 @@ class Main:
 
     # -- the pipeline -----------------------------------------------------------------------------
     def execute_trainer(self) -> str:
-        """Fit; return the best checkpoint's path (the same on every rank)."""
-        if self.env.is_rank_zero:
-            self.run.create(self.cfg)
+        """Fit (or continue the run's last checkpoint when run.resume is auto); return the best checkpoint's
+        path, the same on every rank. Everything that can be refused is checked before the run folder exists."""
         pl.seed_everything(self.cfg.run.seed, workers=True, verbose=False)
-        outcome = fit(self.cfg, self.run, self.define_model(), self.create_data_module())
+        model, data = self.define_model(), self.create_data_module()
+        check_model(self.cfg, model)
+        resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
+        outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:
             io.write_json(self.run.results / "train.json", outcome)
         return outcome["best_checkpoint"]
 
     def execute_test(self, model_path: str | None = None) -> dict[str, Any]:
-        """Test a checkpoint (default: the run's best) on the test split; results on rank zero, {} elsewhere."""
+        """Test a checkpoint of any strategy (default: the run's best) on the test split, under the configured
+        strategy; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
+        model = self.define_model()
+        load_into(model, model_path)
         out = self.run.results / "test_predictions.npz"
-        predict_test_set(self.cfg, self.run, self.define_model(), self.create_data_module(), out, model_path)
+        predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
         return self._score(out, "test", {"model": str(model_path)})
 
     def execute_eval(self) -> dict[str, Any] | None:
@@ -111,9 +119,8 @@ class Main:
         out = self.run.results / "eval_predictions.npz"
         if spec.kind == "none":
             return None
-        if spec.kind == "checkpoint":
-            model = PlModel.load_from_checkpoint(spec.path, map_location="cpu", weights_only=True)
-            predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        if spec.kind in ("checkpoint", "previous"):
+            predict_test_set(self.cfg, self.run, self._existing_module(), self.create_data_module(), out)
         elif self.env.is_rank_zero:
             existing.predict_with_callable(spec, self.split(), out)
         return self._score(out, "eval", {"model": self.existing_model_name()})
@@ -142,13 +149,21 @@ class Main:
     # -- helpers ----------------------------------------------------------------------------------
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
-        return {"callable": spec.target, "checkpoint": spec.path}.get(spec.kind) or "none"
+        return {"callable": spec.target, "checkpoint": spec.path, "previous": spec.path}.get(spec.kind) or "none"
+
+    def _existing_module(self) -> pl.LightningModule:
+        """The existing checkpoint in this config's architecture; a PlModel .ckpt brings its own."""
+        spec = self.cfg.existing_model
+        path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
+        model = self.define_model()
+        if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:
+            hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
+            model = PlModel(**hparams) if hparams else model
+        load_into(model, path)
+        return model
 
     def _best_checkpoint(self) -> str:
-        train = self.run.results / "train.json"
-        if not train.is_file():
-            raise DsfError(f"{train}: no training record; train first (dsf train) or pass --checkpoint")
-        return io.read_json(train)["best_checkpoint"]
+        return best_checkpoint(self.run)
 
     def _score(self, predictions: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_rank_zero:

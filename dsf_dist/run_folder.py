@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dsf_dist.config import DsfConfig, dump
 from dsf_dist.errors import ConfigError, RunFolderError
-from dsf_dist.io import write_text
+from dsf_dist.io import read_json, write_text
 from dsf_dist.launch.environment import Environment
 
 
@@ -42,6 +42,18 @@ class RunFolder:
             raise RunFolderError(f"{self.root}: not a dsf run folder (no config.yaml); give the folder `dsf run` made")
         return self
 
+    def prepare(self, cfg: DsfConfig, write: bool) -> str | None:
+        """Before fit: create the folder (rank zero writes), or with run.resume=auto join it and return its
+        last checkpoint to continue from. Every rank computes the same answer from the same files."""
+        last = self.checkpoints / "last.ckpt"
+        if cfg.run.resume == "auto" and self.config.is_file():
+            if write:  # the config this run now continues under; re-run ranks read it from here
+                write_text(self.config, dump(cfg))
+            return str(last) if last.exists() else None
+        if write:
+            self.create(cfg)
+        return None
+
     def create(self, cfg: DsfConfig) -> None:
         """Rank zero only: make the folder and write the resolved config; refuse to reuse a run."""
         try:
@@ -55,6 +67,14 @@ class RunFolder:
                 f"{self.root}: cannot create the run folder ({err.strerror}); choose a writable --output"
             ) from None
         write_text(self.config, dump(cfg))
+
+
+def best_checkpoint(run: RunFolder) -> str:
+    record = run.results / "train.json"
+    if not record.is_file():
+        raise RunFolderError(f"{record}: no training record; train first (dsf train) or pass --checkpoint")
+    best = read_json(record)["best_checkpoint"]
+    return best if Path(best).is_absolute() else str(run.root / best)
 
 
 def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:

@@ -13,14 +13,10 @@ from dsf_dist.train import build_trainer
 
 
 def predict_test_set(
-    cfg: DsfConfig,
-    run: RunFolder,
-    model: pl.LightningModule,
-    data: pl.LightningDataModule,
-    out: Path,
-    ckpt_path: str | None = None,
+    cfg: DsfConfig, run: RunFolder, model: pl.LightningModule, data: pl.LightningDataModule, out: Path
 ) -> None:
-    """All ranks run trainer.test; rank zero writes `out` (index, preds, target) in dataset order."""
+    """All ranks run trainer.test on a model whose weights are already loaded (dsf_dist.checkpoints reads
+    every strategy's format, so testing never depends on the strategy that trained); rank zero writes
+    `out` (index, preds, target) in dataset order."""
     trainer = build_trainer(cfg, run, [PredictionWriter(out)], fit=False)
-    # weights_only: a checkpoint can never run code while loading (DESIGN.md rule 6).
-    trainer.test(model, datamodule=data, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+    trainer.test(model, datamodule=data, verbose=False)

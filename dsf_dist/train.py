@@ -11,6 +11,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
+from dsf_dist.hooks.rng import RNGState
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
 
@@ -21,7 +22,7 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
         callbacks = [*callbacks, RichProgressBar(leave=True)]
     return pl.Trainer(
         **cfg.trainer,
-        strategy=build_strategy(cfg.strategy),
+        strategy=build_strategy(cfg.strategy, cfg.trainer),
         callbacks=callbacks,
         logger=CSVLogger(run.logs, name="", version="") if fit else False,
         enable_checkpointing=fit,
@@ -29,12 +30,19 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
     )
 
 
-def fit(cfg: DsfConfig, run: RunFolder, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
-    """Train; return where the best and last checkpoints are, identical on every rank."""
+def fit(
+    cfg: DsfConfig,
+    run: RunFolder,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    resume_from: str | None = None,
+) -> dict[str, Any]:
+    """Train (or continue from `resume_from`); return the best and last checkpoints, identical on every rank."""
     checkpoint = checkpoint_callback(cfg.checkpoint, run.checkpoints)
-    trainer = build_trainer(cfg, run, [checkpoint, *early_stopping_callback(cfg.early_stopping)], fit=True)
+    callbacks = [checkpoint, RNGState(), *early_stopping_callback(cfg.early_stopping)]
+    trainer = build_trainer(cfg, run, callbacks, fit=True)
     started = time.perf_counter()
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=resume_from, weights_only=True)
     # Every rank calls broadcast (a collective); afterwards all hold rank zero's choice (DESIGN.md rule 1).
     best = trainer.strategy.broadcast(checkpoint.best_model_path or checkpoint.last_model_path, src=0)
     score = checkpoint.best_model_score
@@ -43,5 +51,7 @@ def fit(cfg: DsfConfig, run: RunFolder, model: pl.LightningModule, data: pl.Ligh
         "last_checkpoint": checkpoint.last_model_path or None,
         "monitor": cfg.checkpoint.monitor,
         "best_score": float(score) if score is not None else None,
+        "resumed_from": resume_from,
+        "global_step": trainer.global_step,
         "fit_seconds": round(time.perf_counter() - started, 2),
     }

@@ -13,6 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from dsf_dist.config.schema import DsfConfig, _default_trainer
 from dsf_dist.config.trainer_args import TRAINER_ARGS, TRAINER_ARGS_OWNED
 from dsf_dist.errors import ConfigError
+from dsf_dist.strategy.checks import check_config
 
 
 def load_config(
@@ -32,19 +33,29 @@ def load_config(
         raise ConfigError(describe(err, source=path)) from None
     check_trainer(cfg.trainer)
     check_files(cfg)
+    check_config(cfg)
     return cfg
 
 
 def check_files(cfg: DsfConfig) -> None:
     """Files the config names must exist now, not hours later on the cluster."""
-    named = {"data.path": cfg.data.path, "data.test_path": cfg.data.test_path}
-    if cfg.existing_model.kind == "checkpoint":
+    named = {
+        "data.path": cfg.data.path,
+        "data.test_path": cfg.data.test_path,
+        "strategy.deepspeed.config": cfg.strategy.deepspeed.config,
+    }
+    if cfg.existing_model.kind in ("checkpoint", "previous"):
         named["existing_model.path"] = cfg.existing_model.path
     for key, value in named.items():
         if value is not None and not Path(value).exists():
             raise ConfigError(
                 f"{key}: {value} does not exist; fix the path (relative paths start at the working folder)"
             )
+    record = Path(cfg.existing_model.path or ".") / "results" / "train.json"
+    if cfg.existing_model.kind == "previous" and not record.is_file():
+        raise ConfigError(
+            f"existing_model.path: {record} missing; give a run folder that `dsf train` or `dsf run` made"
+        )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from pytorch_lightning.strategies import DDPStrategy
 from dsf_dist.config.schema import StrategyConfig
 
 
-def build(cfg: StrategyConfig) -> DDPStrategy:
+def build(cfg: StrategyConfig, on_gpu: bool) -> DDPStrategy:
     return DDPStrategy(
         start_method="spawn" if cfg.name == "ddp_spawn" else "popen",
         timeout=timedelta(seconds=cfg.timeout_s),
-        find_unused_parameters=cfg.find_unused_parameters,
+        **cfg.ddp.model_dump(),
     )

@@ -1,0 +1,77 @@
+"""DeepSpeed ZeRO from `strategy.deepspeed`. GPU: Lightning's DeepSpeedStrategy. CPU: the same strategy
+with the three CUDA assumptions removed (FACTS.md), on DeepSpeed's CPU accelerator over gloo."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+from lightning_fabric.utilities.seed import reset_seed
+from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
+
+from dsf_dist.config.schema import DeepSpeedOptions, StrategyConfig
+
+
+def build(cfg: StrategyConfig, on_gpu: bool) -> DeepSpeedStrategy:
+    if not on_gpu:
+        # Read by `import deepspeed`; spawned and re-run ranks inherit it.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    strategy_class = DeepSpeedStrategy if on_gpu else CPUDeepSpeedStrategy
+    options = cfg.deepspeed
+    strategy = strategy_class(**strategy_kwargs(options))
+    strategy._timeout = timedelta(seconds=cfg.timeout_s)
+    if options.offload_optimizer != "none":
+        # The model's own optimizer (torch Adam from model.optimizer) steps on the offloaded state; DeepSpeed
+        # refuses that unless told. For speed, name DeepSpeed's CPUAdam in strategy.deepspeed.config instead.
+        strategy.config["zero_force_ds_cpu_optimizer"] = False
+    if options.config:
+        merge(strategy.config, load_deepspeed_config(options.config))
+    return strategy
+
+
+def strategy_kwargs(options: DeepSpeedOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "stage": options.stage,
+        "offload_optimizer": options.offload_optimizer != "none",
+        "offload_optimizer_device": options.offload_optimizer if options.offload_optimizer != "none" else "cpu",
+        "offload_parameters": options.offload_parameters != "none",
+        "offload_params_device": options.offload_parameters if options.offload_parameters != "none" else "cpu",
+        "nvme_path": options.nvme_path,
+        "allgather_bucket_size": options.allgather_bucket_size,
+        "reduce_bucket_size": options.reduce_bucket_size,
+    }
+    return kwargs
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Deep-merge `extra` into `base`: the pass-through file's keys win over the ones dsf derived."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def load_deepspeed_config(path: str) -> dict[str, Any]:
+    import yaml  # JSON is YAML, so one loader reads both
+
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    def setup_environment(self) -> None:
+        DDPStrategy.setup_environment(self)  # skip DeepSpeedStrategy's CUDA-only check
+
+    def setup_distributed(self) -> None:
+        # DeepSpeedStrategy's version first validates CUDA device indices; CPU devices have none.
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    @property
+    def root_device(self) -> torch.device:
+        # DeepSpeed's engine requires a device index (args.device_rank >= 0); a bare CPU device has None.
+        return torch.device("cpu", self.local_rank)

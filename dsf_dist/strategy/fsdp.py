@@ -1,0 +1,130 @@
+"""FSDP from `strategy.fsdp`. GPU: Lightning's FSDPStrategy. CPU: FSDP2 (`fully_shard`) through
+Lightning's ModelParallelStrategy on gloo, because Lightning's FSDPStrategy refuses CPU.
+
+Sharding is applied here, from config; the model code knows nothing of it. A LightningModule that
+already shards itself in configure_model is left as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+import torch
+from lightning_fabric.utilities.init import _materialize_distributed_module
+from lightning_fabric.utilities.optimizer import _optimizers_to_device
+from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
+from pytorch_lightning.trainer.states import TrainerFn
+from torch import nn
+
+from dsf_dist.config.schema import FSDPOptions, StrategyConfig
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build(cfg: StrategyConfig, on_gpu: bool) -> FSDPStrategy | ModelParallelStrategy:
+    timeout = timedelta(seconds=cfg.timeout_s)
+    return lightning_fsdp(cfg.fsdp, timeout) if on_gpu else FSDP2Strategy(cfg.fsdp, timeout)
+
+
+def selects(names: list[str], min_params: int | None = None):
+    """A predicate on submodules: class name listed, or at least `min_params` parameters."""
+
+    def chosen(module: nn.Module) -> bool:
+        if type(module).__name__ in names:
+            return True
+        return min_params is not None and sum(p.numel() for p in module.parameters()) >= min_params
+
+    return chosen
+
+
+def lightning_fsdp(options: FSDPOptions, timeout: timedelta) -> FSDPStrategy:
+    from torch.distributed.fsdp import MixedPrecision
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    sharding = {"full": "FULL_SHARD", "grad_op": "SHARD_GRAD_OP", "hybrid": "HYBRID_SHARD", "none": "NO_SHARD"}
+    wrap = None
+    if options.wrap_modules or options.wrap_min_params:
+        wrap = functools.partial(
+            lambda_auto_wrap_policy, lambda_fn=selects(options.wrap_modules, options.wrap_min_params)
+        )
+    checkpointing = None
+    if options.activation_checkpointing:
+        checkpointing = functools.partial(lambda_auto_wrap_policy, lambda_fn=selects(options.activation_checkpointing))
+    precision = None
+    if options.mixed_precision != "none":
+        dtype = DTYPES[options.mixed_precision]
+        precision = MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=dtype)
+    return FSDPStrategy(
+        sharding_strategy=sharding[options.sharding],
+        auto_wrap_policy=wrap,
+        activation_checkpointing_policy=checkpointing,
+        cpu_offload=options.cpu_offload,
+        state_dict_type=options.state_dict,
+        mixed_precision=precision,
+        timeout=timeout,
+    )
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """FSDP2 over all ranks as one data-parallel group (no tensor parallelism)."""
+
+    def __init__(self, options: FSDPOptions, timeout: timedelta) -> None:
+        super().__init__(save_distributed_checkpoint=options.state_dict == "sharded", timeout=timeout)
+        self.options = options
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+    def setup(self, trainer) -> None:
+        # ModelParallelStrategy.setup without its demand that the LightningModule shard itself.
+        self.accelerator.setup(trainer)
+        shard(self.lightning_module, self.options, self._shard_mesh())
+        _materialize_distributed_module(self.model, self.root_device)
+        self.model = self.precision_plugin.convert_module(self.model)
+        self.model_to_device()
+        self.barrier()
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.setup_optimizers(trainer)
+        self.setup_precision_plugin()
+        if trainer.state.fn == TrainerFn.FITTING:
+            _optimizers_to_device(self.optimizers, self.root_device)
+
+    def _shard_mesh(self):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        if self.options.sharding in ("full", "grad_op"):
+            return self.device_mesh["data_parallel"]
+        # HSDP: replicate across the first mesh dimension, shard across the second.
+        per_node = self.num_processes if self.options.sharding == "hybrid" else 1
+        shape = (self.world_size // per_node, per_node)
+        return init_device_mesh(self.root_device.type, shape, mesh_dim_names=("replicate", "shard"))
+
+
+def shard(module: nn.Module, options: FSDPOptions, mesh) -> None:
+    """Activation checkpointing, then fully_shard on the chosen submodules (innermost first), then the root."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    if any(isinstance(m, FSDPModule) for m in module.modules()):
+        return  # the LightningModule sharded itself in configure_model
+    if options.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        apply_activation_checkpointing(module, check_fn=selects(options.activation_checkpointing))
+    precision = MixedPrecisionPolicy()
+    if options.mixed_precision != "none":
+        precision = MixedPrecisionPolicy(param_dtype=DTYPES[options.mixed_precision], reduce_dtype=torch.float32)
+    kwargs = {
+        "mesh": mesh,
+        "reshard_after_forward": options.sharding != "grad_op",
+        "mp_policy": precision,
+        "offload_policy": CPUOffloadPolicy() if options.cpu_offload else OffloadPolicy(),
+    }
+    chosen = selects(options.wrap_modules, options.wrap_min_params)
+    if options.wrap_modules or options.wrap_min_params:
+        for sub in reversed(list(module.modules())):
+            if sub is not module and chosen(sub):
+                fully_shard(sub, **kwargs)
+    fully_shard(module, **kwargs)
