@@ -69,7 +69,7 @@ def test_unknown_top_level_section(tmp_path):
         ("trainer.max_epochs=abc", "trainer.max_epochs: 'abc' is not a valid value"),
         ("data.batch_size=0", "data.batch_size: Input should be greater than or equal to 1"),
         ("data.split.train=0.9", "data.split: train + val + test is 1.2"),
-        ("strategy.name=fsdp", "strategy.name: Input should be 'auto', 'ddp' or 'ddp_spawn'"),
+        ("strategy.name=horovod", "strategy.name: Input should be 'auto', 'ddp', 'ddp_spawn', 'fsdp' or 'deepspeed'"),
         ("trainer.strategy=ddp", "trainer.strategy: dsf sets this itself; set strategy.name instead"),
         ("trainer.devices=0", "trainer.devices: 0 devices is impossible"),
         ("run.name=../escape", "run.name: '../escape' is not a safe folder name"),

@@ -1,0 +1,194 @@
+"""The strategy layer: config -> Strategy, checks before launch, and for each of ddp, fsdp and deepspeed
+(stages 2 and 3) on 2 real CPU ranks: fit, checkpoint, resume (bit-exact), export, test at world size 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, dsf, results
+from safetensors.torch import load_file
+
+from dsf_dist.checkpoints import checkpoint_format, load_weights
+from dsf_dist.config import load_config
+from dsf_dist.strategy import build_strategy
+
+
+def strategy_for(*overrides: str, gpu: bool = False):
+    cfg = load_config(overrides=overrides)
+    trainer = {**cfg.trainer, "accelerator": "gpu" if gpu else "cpu"}
+    return build_strategy(cfg.strategy, trainer)
+
+
+def test_ddp_options_reach_the_strategy():
+    strategy = strategy_for(
+        "strategy.name=ddp", "strategy.ddp.static_graph=true", "strategy.ddp.bucket_cap_mb=50", "strategy.timeout_s=30"
+    )
+    assert strategy._ddp_kwargs == {
+        "find_unused_parameters": False,
+        "static_graph": True,
+        "gradient_as_bucket_view": False,
+        "bucket_cap_mb": 50.0,
+    }
+    assert strategy._timeout.total_seconds() == 30
+
+
+def test_fsdp_on_cpu_is_fsdp2_and_on_gpu_lightnings_fsdp():
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    from dsf_dist.strategy.fsdp import FSDP2Strategy
+
+    cpu = strategy_for("strategy.name=fsdp", "strategy.fsdp.state_dict=full")
+    assert isinstance(cpu, FSDP2Strategy) and cpu._save_distributed_checkpoint is False
+    gpu = strategy_for(
+        "strategy.name=fsdp",
+        "strategy.fsdp.sharding=grad_op",
+        "strategy.fsdp.cpu_offload=true",
+        "strategy.fsdp.mixed_precision=bf16",
+        gpu=True,
+    )
+    assert isinstance(gpu, FSDPStrategy)
+    assert gpu.sharding_strategy.name == "SHARD_GRAD_OP" and gpu.cpu_offload.offload_params
+    assert gpu.mixed_precision.param_dtype == torch.bfloat16
+
+
+def test_deepspeed_options_and_passthrough_config(tmp_path):
+    from dsf_dist.strategy.deepspeed import CPUDeepSpeedStrategy
+
+    extra = tmp_path / "ds.yaml"
+    extra.write_text("zero_optimization:\n  overlap_comm: false\ngradient_clipping: 1.0\n")
+    strategy = strategy_for(
+        "strategy.name=deepspeed",
+        "strategy.deepspeed.stage=3",
+        "strategy.deepspeed.offload_optimizer=cpu",
+        f"strategy.deepspeed.config={extra}",
+    )
+    assert isinstance(strategy, CPUDeepSpeedStrategy)
+    zero = strategy.config["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
+    assert zero["overlap_comm"] is False and strategy.config["gradient_clipping"] == 1.0  # the file wins
+    assert os.environ["DS_ACCELERATOR"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.precision=16-mixed"], "trainer.precision: '16-mixed' needs a GPU"),
+        (["trainer.devices=4096"], "trainer.devices: 4096 asked but this machine has"),
+        (
+            ["strategy.deepspeed.offload_optimizer=cpu"],
+            "strategy: deepspeed.offload_optimizer is set but strategy.name is 'auto'",
+        ),
+        (["strategy.name=ddp", "strategy.fsdp.cpu_offload=true"], "fsdp.cpu_offload is set but strategy.name is 'ddp'"),
+        (["strategy.name=deepspeed", "strategy.deepspeed.offload_parameters=cpu"], "offload_parameters needs stage 3"),
+        (
+            ["strategy.name=fsdp", "strategy.fsdp.mixed_precision=fp16"],
+            "strategy.fsdp.mixed_precision: fp16 needs a GPU",
+        ),
+        (
+            ["strategy.name=fsdp", "strategy.fsdp.wrap_modules=[TransformerBlock]"],
+            "strategy.fsdp.wrap_modules: 'TransformerBlock' is not a module class in the model",
+        ),
+    ],
+    ids=[
+        "fp16-on-cpu",
+        "too-many-devices",
+        "offload-without-deepspeed",
+        "fsdp-offload-under-ddp",
+        "param-offload-stage2",
+        "fsdp-fp16-on-cpu",
+        "wrap-class-not-in-model",
+    ],
+)
+def test_impossible_combinations_exit_2_before_any_worker(tmp_path, overrides, expected):
+    args = [arg for item in overrides for arg in ("--set", item)]
+    done = dsf("run", "--output", "out", *args, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_deepspeed_not_installed_names_the_extra(tmp_path):
+    """Run the CLI against a copy of site-packages without deepspeed: the real 'not installed' case."""
+    site = Path(torch.__file__).parents[1]
+    hidden = tmp_path / "site"
+    hidden.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith("deepspeed"):
+            (hidden / entry.name).symlink_to(entry)
+    code = (
+        f"import sys; sys.path[:0] = [{str(REPO)!r}, {str(hidden)!r}]; from dsf_dist.cli import main; "
+        "sys.exit(main(['config', '--check', '--set', 'strategy.name=deepspeed']))"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "dsf: error: strategy.name: deepspeed is not installed; pip install 'dsf-dist[deepspeed]'"
+    )
+
+
+STRATEGIES = {
+    "ddp": ["strategy.name=ddp"],
+    "fsdp": ["strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"],
+    "deepspeed2": ["strategy.name=deepspeed", "strategy.deepspeed.stage=2"],
+    "deepspeed3": ["strategy.name=deepspeed", "strategy.deepspeed.stage=3"],
+}
+FORMATS = {"ddp": "lightning", "fsdp": "distcp", "deepspeed2": "deepspeed", "deepspeed3": "deepspeed"}
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_fit_resume_export_and_test_on_two_ranks(tmp_path, name):
+    common = sets(*STRATEGIES[name], "trainer.devices=2", "trainer.enable_progress_bar=false")
+
+    # An uninterrupted 4-epoch run: the whole pipeline under the strategy.
+    done = dsf("run", "--output", "runs", *common, *sets("run.name=whole", "trainer.max_epochs=4"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    whole = tmp_path / "runs" / "whole"
+    tested = results(whole, "test")
+    assert tested["num_samples"] == 269 and tested["accuracy"] > 0.7
+    assert checkpoint_format(whole / "checkpoints" / "last.ckpt") == FORMATS[name]
+
+    # 2 epochs, stop, resume to 4: the same weights, bit for bit.
+    done = dsf("train", "--output", "runs", *common, *sets("run.name=split", "trainer.max_epochs=2"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = tmp_path / "runs" / "split"
+    done = dsf("train", "-c", str(split / "config.yaml"), "--resume", *sets("trainer.max_epochs=4"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = results(split, "train")
+    assert (
+        record["resumed_from"].endswith("last.ckpt") and record["global_step"] == results(whole, "train")["global_step"]
+    )
+    resumed, uninterrupted = (
+        load_weights(split / "checkpoints" / "last.ckpt"),
+        load_weights(whole / "checkpoints" / "last.ckpt"),
+    )
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in resumed)
+
+    # Export the best checkpoint and test it in one process: the 2-rank numbers exactly.
+    done = dsf("export", str(whole), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = load_file(whole / "export" / "model.safetensors")
+    best = load_weights(tested["model"])
+    assert all(torch.equal(exported[key], best[key]) for key in best)
+    done = dsf(
+        "test",
+        str(whole),
+        "--checkpoint",
+        str(whole / "export" / "model.safetensors"),
+        *sets("strategy.name=auto", "trainer.devices=1"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = results(whole, "test")
+    assert {k: v for k, v in single.items() if k != "model"} == {k: v for k, v in tested.items() if k != "model"}
