@@ -11,6 +11,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
+from dsf_dist.hooks.memory import MemoryReport
 from dsf_dist.hooks.rng import RNGState
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
@@ -40,6 +41,8 @@ def fit(
     """Train (or continue from `resume_from`); return the best and last checkpoints, identical on every rank."""
     checkpoint = checkpoint_callback(cfg.checkpoint, run.checkpoints)
     callbacks = [checkpoint, RNGState(), *early_stopping_callback(cfg.early_stopping)]
+    if cfg.run.memory_report:
+        callbacks.append(MemoryReport(run.results / "memory.json"))
     trainer = build_trainer(cfg, run, callbacks, fit=True)
     started = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=resume_from, weights_only=True)

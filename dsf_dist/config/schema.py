@@ -328,6 +328,8 @@ class RunConfig(Section):
     """The run folder's name; None makes '<dataset>-<date>-<time>' (or uses the SLURM job id)."""
     seed: int = 42
     """Seeds the split, the weights and the data order."""
+    memory_report: bool = False
+    """Write results/memory.json: per-rank bytes of parameters, gradients, optimizer state at the first step."""
     resume: Literal["never", "auto"] = "never"
     """auto: continue the run folder's last checkpoint if there is one (`dsf run --resume`), else start fresh."""
 
