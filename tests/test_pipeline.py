@@ -143,6 +143,21 @@ def test_existing_checkpoint_scores_like_testing_it(tmp_path, monkeypatch):
     assert existing["confusion_matrix"] == first_test["confusion_matrix"]
     assert report["existing_model"].endswith("last.ckpt")
 
+    # kind: previous takes an earlier run's best checkpoint, tested or not.
+    third = Main(
+        load_config(
+            overrides=[
+                *quick,
+                "run.name=third",
+                "existing_model.kind=previous",
+                f"existing_model.path={first.run.root}",
+            ]
+        )
+    )
+    third.execute_trainer()
+    previous = third.execute_eval()
+    assert previous == {**first.execute_test(), "model": str(first.run.root)}
+
 
 def test_users_own_lightning_module_and_datamodule(tmp_path):
     done = dsf(
