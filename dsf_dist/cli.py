@@ -37,19 +37,47 @@ def quiet_known_noise() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    main = _new_run(args)
+    cfg = _new_config(args)
+    finished = _finished_run(cfg)
+    if finished is not None:
+        return finished
+    main = _new_run(args, cfg)
     report = main.execute()
+    code = 0 if report is None else _gate_exit_code(report)
+    if main.env.is_rank_zero:
+        from dsf_dist import io
+
+        io.write_json(main.run.done, {"exit_code": code})
     if report is None:  # not rank zero, no existing model, or comparison disabled
         return 0
     from dsf_dist.reports import print_comparison
 
     print_comparison(report)
     print(f"run folder: {main.run.root}")
-    return _gate_exit_code(report)
+    return code
+
+
+def _finished_run(cfg) -> int | None:
+    """With run.resume=auto, a run whose pipeline already finished (results/done.json) is not run again, e.g.
+    when SLURM restarts a job that had completed: its recorded exit code; None otherwise. No torch import."""
+    if cfg.run.resume != "auto":
+        return None
+    from dsf_dist import io
+    from dsf_dist.launch.environment import resolve
+    from dsf_dist.run_folder import RunFolder, name_run
+
+    env = resolve()
+    named = name_run(cfg, env)
+    run = RunFolder(Path(named.run.output_root) / named.run.name)
+    if not run.done.is_file():
+        return None
+    if env.is_rank_zero:
+        print(f"run folder: {run.root} already finished ({run.done}); nothing to do")
+    return int(io.read_json(run.done).get("exit_code", 0))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    main = _new_run(args)
+    main = _new_run(args, _new_config(args))
     best = main.execute_trainer()
     if main.env.is_rank_zero:
         print(f"best checkpoint: {best}\nrun folder: {main.run.root}")
@@ -138,11 +166,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_run(args: argparse.Namespace):
+def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
+    from dsf_dist.launch.checks import check_launch
 
     overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
     cfg = load_config(args.config, overrides, args.output)
+    check_launch(cfg.trainer, cfg.strategy.name)
+    return cfg
+
+
+def _new_run(args: argparse.Namespace, cfg):
     from dsf_dist.pipeline import Main  # torch and Lightning: only once the config is known good
     from dsf_dist.strategy import RERUN_LAUNCHED
 
@@ -239,9 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     quiet_known_noise()
     from dsf_dist.errors import DsfError
+    from dsf_dist.launch.requeue import Preempted
 
     try:
         return VERBS[args.verb][0](args)
+    except Preempted as stop:  # checkpoint saved, job requeued if it could be: see dsf_dist/hooks/preemption.py
+        if stop.message:
+            print(f"dsf: {stop.message}", file=sys.stderr)
+        return stop.exit_code
     except DsfError as err:
         print(f"dsf: error: {err}", file=sys.stderr)
         return err.exit_code

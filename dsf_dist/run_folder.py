@@ -36,6 +36,11 @@ class RunFolder:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def done(self) -> Path:
+        """Written by `dsf run` once the whole pipeline finished; `dsf run --resume` then does nothing."""
+        return self.results / "done.json"
+
     def require(self) -> RunFolder:
         """For verbs that work on an existing run (test, eval, compare)."""
         if not self.config.is_file():
@@ -49,7 +54,7 @@ class RunFolder:
         if cfg.run.resume == "auto" and self.config.is_file():
             if write:  # the config this run now continues under; re-run ranks read it from here
                 write_text(self.config, dump(cfg))
-            return str(last) if last.exists() else None
+            return resumable(last)
         if write:
             self.create(cfg)
         return None
@@ -67,6 +72,19 @@ class RunFolder:
                 f"{self.root}: cannot create the run folder ({err.strerror}); choose a writable --output"
             ) from None
         write_text(self.config, dump(cfg))
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Where a checkpoint folder waits while its replacement is renamed in (dsf_dist/hooks/preemption.py)."""
+    return checkpoint.with_name(f".{checkpoint.name}.old")
+
+
+def resumable(last: Path) -> str | None:
+    """last.ckpt, or the one set aside if a crash came while a checkpoint folder replaced it; None if neither."""
+    for path in (last, set_aside(last)):
+        if path.exists():
+            return str(path)
+    return None
 
 
 def best_checkpoint(run: RunFolder) -> str:

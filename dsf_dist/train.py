@@ -12,7 +12,9 @@ from pytorch_lightning.loggers import CSVLogger
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
 from dsf_dist.hooks.memory import MemoryReport
+from dsf_dist.hooks.preemption import Preemption
 from dsf_dist.hooks.rng import RNGState
+from dsf_dist.launch.environment import resolve
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
 
@@ -28,7 +30,18 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
         logger=CSVLogger(run.logs, name="", version="") if fit else False,
         enable_checkpointing=fit,
         default_root_dir=run.root,
+        plugins=cluster_environment(),
     )
+
+
+def cluster_environment() -> list[Any]:
+    """The environment Lightning would detect itself, but SLURM's without auto-requeue (it checkpoints inside the
+    signal handler; dsf's Preemption callback requeues instead), and torchrun's even inside a SLURM job."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if resolve().launcher == "torchrun":
+        return [TorchElasticEnvironment()]
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def fit(
@@ -40,7 +53,8 @@ def fit(
 ) -> dict[str, Any]:
     """Train (or continue from `resume_from`); return the best and last checkpoints, identical on every rank."""
     checkpoint = checkpoint_callback(cfg.checkpoint, run.checkpoints)
-    callbacks = [checkpoint, RNGState(), *early_stopping_callback(cfg.early_stopping)]
+    preemption = Preemption(checkpoint, cfg.run.max_requeues, run.config)
+    callbacks = [checkpoint, preemption, RNGState(), *early_stopping_callback(cfg.early_stopping)]
     if cfg.run.memory_report:
         callbacks.append(MemoryReport(run.results / "memory.json"))
     trainer = build_trainer(cfg, run, callbacks, fit=True)

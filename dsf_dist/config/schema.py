@@ -332,6 +332,9 @@ class RunConfig(Section):
     """Write results/memory.json: per-rank bytes of parameters, gradients, optimizer state at the first step."""
     resume: Literal["never", "auto"] = "never"
     """auto: continue the run folder's last checkpoint if there is one (`dsf run --resume`), else start fresh."""
+    max_requeues: int = Field(3, ge=0)
+    """Preempted under SLURM (SIGUSR1 before the time limit, or SIGTERM), the job checkpoints and requeues itself
+    while SLURM_RESTART_COUNT is below this; 0 never requeues (see slurm/train.sh)."""
 
     @field_validator("name")
     @classmethod

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from dsf_dist.config.schema import CheckpointConfig, EarlyStoppingConfig
+from dsf_dist.hooks.preemption import AtomicModelCheckpoint
 
 
-def checkpoint_callback(cfg: CheckpointConfig, folder: Path) -> ModelCheckpoint:
-    return ModelCheckpoint(
+def checkpoint_callback(cfg: CheckpointConfig, folder: Path) -> AtomicModelCheckpoint:
+    return AtomicModelCheckpoint(
         dirpath=folder,
         filename="epoch{epoch:03d}-step{step:06d}",
         auto_insert_metric_name=False,

@@ -1,0 +1,172 @@
+"""Preemption that loses nothing (DESIGN.md rule 4), and checkpoints that appear whole or not at all.
+
+- SIGUSR1 (SLURM's warning before the time limit, or `scancel --signal=USR1`) and SIGTERM only set a flag.
+- After every training step all ranks agree (an all-reduce of the flag); when any rank was signalled, every
+  rank saves `last.ckpt` together, rank zero requeues the SLURM job (launch/requeue.py), and training stops
+  on every rank with `Preempted`. The restarted job resumes from that checkpoint (run.resume=auto).
+- Every checkpoint, of any strategy (a file, or a DeepSpeed / FSDP folder), is written under a staging name
+  beside its target and renamed into place once all ranks have finished writing, so a crash mid-save
+  leaves the previous last.ckpt in place, never a torn one.
+
+Lightning's own handlers are replaced, not stacked on: its SLURM auto-requeue checkpoints inside the signal
+handler (dsf passes SLURMEnvironment(auto_requeue=False)), and its SIGTERM handler runs a collective inside
+the handler. The flag handlers stay installed after fit, so a signal during test or eval lets the run finish.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from weakref import proxy
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from dsf_dist.launch import requeue
+from dsf_dist.run_folder import set_aside
+
+# Stop requests, weakest first; all ranks take the strongest any rank received (SIGTERM: stop, do not requeue).
+REQUESTS = (None, signal.SIGUSR1, signal.SIGTERM)
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes each checkpoint under a staging name, then renames it into place."""
+
+    @property
+    def state_key(self) -> str:
+        # The key Lightning's ModelCheckpoint stores its state under, so checkpoints of either class resume.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def save_last_now(self, trainer: pl.Trainer) -> str:
+        """Every rank: save last.ckpt at the current step (a collective); its path."""
+        path = os.path.join(self.dirpath, f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        self.last_model_path = path  # before saving: it is part of the saved state
+        self._save_checkpoint(trainer, path)
+        return path
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        target = Path(filepath)
+        staging = target.with_name(f".{target.name}.partial")
+        if trainer.is_global_zero:
+            remove(staging)  # a torn one from a crash; DeepSpeed would write into it
+        trainer.strategy.barrier()
+        trainer.save_checkpoint(staging, self.save_weights_only)  # every rank writes its part; ends in a barrier
+        if trainer.is_global_zero:
+            publish(staging, target)
+        trainer.strategy.barrier()
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Rank zero: make `staging` durable, then rename it to `target`. A file replaces the old one in one rename;
+    a folder cannot, so the old one is first set aside, and resume falls back to it (run_folder.resumable)
+    if a crash comes between the two renames."""
+    sync(staging)
+    aside = set_aside(target)
+    if staging.is_dir() or target.is_dir():
+        remove(aside)
+        if target.exists() or target.is_symlink():
+            os.replace(target, aside)
+        os.replace(staging, target)
+        remove(aside)
+    else:
+        os.replace(staging, target)
+    sync_folder(target.parent)
+
+
+def sync(path: Path) -> None:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for file in files:
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    if path.is_dir():
+        for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+            sync_folder(folder)
+
+
+def sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Preemption(Callback):
+    """Stop at the first step boundary after SIGUSR1 or SIGTERM reached any rank, with last.ckpt saved.
+
+    SIGUSR1 (SLURM's notice before the time limit) also requeues the job. SIGTERM does not: under SLURM it
+    means the job was cancelled, hit its time limit, or was preempted by SLURM, which requeues it itself when
+    configured to; outside SLURM (torchrun, a container platform) it is the usual request to stop."""
+
+    def __init__(self, checkpoint: AtomicModelCheckpoint, max_requeues: int, config: Path) -> None:
+        self.checkpoint = checkpoint
+        self.config = config
+        self.max_requeues = max_requeues
+        self.received = 0  # the strongest request so far: an index into REQUESTS
+        self._sigterm_before: Any = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only a flag (DESIGN.md rule 4): no I/O, no collective, no checkpoint inside a signal handler.
+        self.received = max(self.received, REQUESTS.index(signum))
+
+    def listen(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in REQUESTS[1:]:
+                signal.signal(signum, self._on_signal)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._sigterm_before = signal.getsignal(signal.SIGTERM)
+            self.listen()
+
+    # Lightning installs its own SIGTERM handler just before the sanity check: take the signal back.
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.listen()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.listen()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # After fit, SIGTERM ends the process again; a late SIGUSR1 stays a flag, so test and eval finish.
+        if (
+            stage == "fit"
+            and self._sigterm_before is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGTERM, self._sigterm_before)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # A collective on every rank after every step: all ranks stop at the same step or none does.
+        local = torch.tensor(self.received, device=trainer.strategy.root_device)
+        request = int(trainer.strategy.reduce(local, reduce_op="max"))
+        if request == 0:
+            return
+        path = self.checkpoint.save_last_now(trainer)
+        message = None
+        if trainer.is_global_zero:
+            name = signal.Signals(REQUESTS[request]).name
+            saved = f"{name} at step {trainer.global_step}: checkpoint saved to {path}"
+            usr1 = REQUESTS[request] == signal.SIGUSR1
+            message = requeue.after_checkpoint(saved, str(self.config), self.max_requeues, requeue_job=usr1)
+        trainer.strategy.barrier()  # the requeue is asked for before any rank exits (srun --kill-on-bad-exit)
+        raise requeue.Preempted(message)
