@@ -14,10 +14,11 @@ import torch
 
 from dsf_dist import eval as existing
 from dsf_dist import io
-from dsf_dist.checkpoints import checkpoint_format, load_into
+from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
 from dsf_dist.compare import Predictions, build_report, require_same_samples
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
+from dsf_dist.config.schema import ModelConfig
 from dsf_dist.data import Splits, split_dataset
 from dsf_dist.data.datamodule import DataModule
 from dsf_dist.data.digits import digits
@@ -83,8 +84,9 @@ class Main:
         splits = self.split()
         return DataModule(splits.train, splits.val, splits.test, self.cfg.data.batch_size, self.cfg.data.num_workers)
 
-    def define_model(self) -> pl.LightningModule:
-        model = self.cfg.model
+    def define_model(self, model: ModelConfig | None = None) -> pl.LightningModule:
+        """The LightningModule of `model` (default: this config's model section)."""
+        model = model or self.cfg.model
         if model.module:
             return load_object(model.module, "model.module")(**model.module_kwargs)
         input_size, output_size = self._sizes()
@@ -119,7 +121,7 @@ class Main:
         out = self.run.results / "eval_predictions.npz"
         if spec.kind == "none":
             return None
-        if spec.kind in ("checkpoint", "previous"):
+        if spec.kind in ("checkpoint", "previous", "pretrained"):
             predict_test_set(self.cfg, self.run, self._existing_module(), self.create_data_module(), out)
         elif self.env.is_rank_zero:
             existing.predict_with_callable(spec, self.split(), out)
@@ -149,11 +151,16 @@ class Main:
     # -- helpers ----------------------------------------------------------------------------------
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
-        return {"callable": spec.target, "checkpoint": spec.path, "previous": spec.path}.get(spec.kind) or "none"
+        return spec.target if spec.kind == "callable" else spec.path or "none"
 
     def _existing_module(self) -> pl.LightningModule:
-        """The existing checkpoint in this config's architecture; a PlModel .ckpt brings its own."""
+        """The existing model with its weights: a pretrained folder and a PlModel .ckpt bring their own
+        architecture; other checkpoints take this config's."""
         spec = self.cfg.existing_model
+        if spec.kind == "pretrained":
+            model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
+            load_into(model, Path(spec.path) / WEIGHTS_FILE)
+            return model
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = self.define_model()
         if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:

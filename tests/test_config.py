@@ -98,6 +98,12 @@ def test_override_into_a_value_from_the_file(tmp_path):
         load_config(tmp_path / "c.yaml", ["model.task.x=1"])
 
 
+def test_pretrained_folder_must_hold_weights_and_config(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    message = refused(overrides=["existing_model.kind=pretrained", f"existing_model.path={tmp_path}"])
+    assert message == f"existing_model.path: {tmp_path} has no model.safetensors; give a folder `dsf export` wrote"
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -156,7 +156,27 @@ def test_existing_checkpoint_scores_like_testing_it(tmp_path, monkeypatch):
     )
     third.execute_trainer()
     previous = third.execute_eval()
-    assert previous == {**first.execute_test(), "model": str(first.run.root)}
+    first_best = first.execute_test()
+    assert previous == {**first_best, "model": str(first.run.root)}
+
+    # kind: pretrained takes a model folder (what `dsf export` writes) in its own architecture.
+    from dsf_dist.checkpoints import export
+
+    folder = tmp_path / "pretrained"
+    export(first_best["model"], folder, first.run.config.read_text())
+    fourth = Main(
+        load_config(
+            overrides=[
+                *quick,
+                "run.name=fourth",
+                "model.network_kwargs.hidden_sizes=[32]",
+                "existing_model.kind=pretrained",
+                f"existing_model.path={folder}",
+            ]
+        )
+    )
+    fourth.execute_trainer()
+    assert fourth.execute_eval() == {**first_best, "model": str(folder)}
 
 
 def test_users_own_lightning_module_and_datamodule(tmp_path):

@@ -44,7 +44,7 @@ def check_files(cfg: DsfConfig) -> None:
         "data.test_path": cfg.data.test_path,
         "strategy.deepspeed.config": cfg.strategy.deepspeed.config,
     }
-    if cfg.existing_model.kind in ("checkpoint", "previous"):
+    if cfg.existing_model.kind in ("checkpoint", "previous", "pretrained"):
         named["existing_model.path"] = cfg.existing_model.path
     for key, value in named.items():
         if value is not None and not Path(value).exists():
@@ -55,6 +55,12 @@ def check_files(cfg: DsfConfig) -> None:
     if cfg.existing_model.kind == "previous" and not record.is_file():
         raise ConfigError(
             f"existing_model.path: {record} missing; give a run folder that `dsf train` or `dsf run` made"
+        )
+    folder = Path(cfg.existing_model.path or ".")
+    missing = [name for name in ("model.safetensors", "config.yaml") if not (folder / name).is_file()]
+    if cfg.existing_model.kind == "pretrained" and missing:
+        raise ConfigError(
+            f"existing_model.path: {folder} has no {' or '.join(missing)}; give a folder `dsf export` wrote"
         )
 
 

@@ -233,13 +233,14 @@ class StrategyConfig(Section):
 class ExistingModelConfig(Section):
     """The model that the trained one is compared against, scored on the same test samples."""
 
-    kind: Literal["callable", "checkpoint", "previous", "none"] = "callable"
+    kind: Literal["callable", "checkpoint", "previous", "pretrained", "none"] = "callable"
     target: str | None = "dsf_dist.models.baselines:logistic_regression"
     """kind=callable: 'pkg.mod:fn', fn(datasets, **kwargs) -> predictions (labels or scores) for datasets.test."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     path: str | None = None
     """kind=checkpoint: a checkpoint of any strategy (.ckpt file, DeepSpeed or FSDP folder) or an exported
-    .safetensors; kind=previous: an earlier run folder, whose best checkpoint is used."""
+    .safetensors; kind=previous: an earlier run folder, whose best checkpoint is used; kind=pretrained: a
+    pretrained model folder (model.safetensors + config.yaml, as `dsf export` writes), in its own architecture."""
 
     _check_target = field_validator("target")(_import_path)
 
@@ -247,8 +248,8 @@ class ExistingModelConfig(Section):
     def _has_source(self) -> ExistingModelConfig:
         if self.kind == "callable" and not self.target:
             raise ValueError("kind is 'callable' but existing_model.target is empty; set it to 'pkg.mod:fn'")
-        if self.kind in ("checkpoint", "previous") and not self.path:
-            what = "a checkpoint" if self.kind == "checkpoint" else "a run folder"
+        if self.kind in ("checkpoint", "previous", "pretrained") and not self.path:
+            what = {"checkpoint": "a checkpoint", "previous": "a run folder", "pretrained": "a model folder"}[self.kind]
             raise ValueError(f"kind is '{self.kind}' but existing_model.path is empty; set it to {what}")
         return self
 
