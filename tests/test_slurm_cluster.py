@@ -86,7 +86,7 @@ def test_two_nodes(cluster, tmp_path):
 
 
 def test_usr1_checkpoints_requeues_and_resumes_where_it_stopped(cluster, tmp_path):
-    epochs = 30
+    epochs = 20
     job = cluster.sbatch(
         ONE_CPU, SCRIPT, DDP, "--set", f"trainer.max_epochs={epochs}", *QUIET, cwd=tmp_path, env=job_env()
     )

@@ -26,6 +26,7 @@ from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from dsf_dist.launch import requeue
@@ -122,6 +123,7 @@ class Preemption(Callback):
         self.max_requeues = max_requeues
         self.received = 0  # the strongest request so far: an index into REQUESTS
         self._sigterm_before: Any = None
+        self._pending: tuple[Any, torch.Tensor] | None = None  # this step's all-reduce, read after the next step
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a flag (DESIGN.md rule 4): no I/O, no collective, no checkpoint inside a signal handler.
@@ -156,11 +158,10 @@ class Preemption(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # A collective on every rank after every step: all ranks stop at the same step or none does.
-        local = torch.tensor(self.received, device=trainer.strategy.root_device)
-        request = int(trainer.strategy.reduce(local, reduce_op="max"))
+        request = self._agree(trainer)
         if request == 0:
             return
+        self._settle()
         path = self.checkpoint.save_last_now(trainer)
         message = None
         if trainer.is_global_zero:
@@ -170,3 +171,27 @@ class Preemption(Callback):
             message = requeue.after_checkpoint(saved, str(self.config), self.max_requeues, requeue_job=usr1)
         trainer.strategy.barrier()  # the requeue is asked for before any rank exits (srun --kill-on-bad-exit)
         raise requeue.Preempted(message)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._settle()
+
+    def _agree(self, trainer: pl.Trainer) -> int:
+        """The strongest request any rank had received one step ago, the same on every rank.
+
+        After each step every rank starts an all-reduce (max) of its flag and reads the previous step's result,
+        so all ranks stop at the same step while no step waits for the reduction to finish."""
+        if not (trainer.world_size > 1 and dist.is_available() and dist.is_initialized()):
+            return self.received
+        previous = self._settle()
+        flag = torch.tensor(self.received, device=trainer.strategy.root_device)
+        self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
+        return previous
+
+    def _settle(self) -> int:
+        """Wait for the outstanding all-reduce, if any; its result. Every rank calls this at the same points."""
+        if self._pending is None:
+            return 0
+        work, flag = self._pending
+        self._pending = None
+        work.wait()
+        return int(flag)
