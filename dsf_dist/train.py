@@ -12,7 +12,7 @@ from pytorch_lightning.loggers import CSVLogger
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
 from dsf_dist.hooks.memory import MemoryReport
-from dsf_dist.hooks.preemption import Preemption
+from dsf_dist.hooks.preemption import Preemption, TrainingLog
 from dsf_dist.hooks.rng import RNGState
 from dsf_dist.launch.environment import resolve
 from dsf_dist.run_folder import RunFolder
@@ -58,8 +58,13 @@ def fit(
     if cfg.run.memory_report:
         callbacks.append(MemoryReport(run.results / "memory.json"))
     trainer = build_trainer(cfg, run, callbacks, fit=True)
+    log = TrainingLog(run.logs / "metrics.csv") if resume_from and trainer.is_global_zero else None
     started = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=resume_from, weights_only=True)
+    finally:
+        if log is not None:
+            log.restore()
     # Every rank calls broadcast (a collective); afterwards all hold rank zero's choice (DESIGN.md rule 1).
     best = trainer.strategy.broadcast(checkpoint.best_model_path or checkpoint.last_model_path, src=0)
     score = checkpoint.best_model_score

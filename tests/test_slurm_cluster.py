@@ -7,6 +7,7 @@ Missing Debian packages fail these tests: CI installs them (.ci/run), so a skip 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import sys
@@ -117,6 +118,9 @@ def test_usr1_checkpoints_requeues_and_resumes_where_it_stopped(cluster, tmp_pat
     assert record["fit_seconds"] > 0
     for name in ("test", "eval", "comparison", "done"):
         assert (run / "results" / f"{name}.json").is_file(), name
+    with open(run / "logs" / "metrics.csv", newline="") as handle:
+        logged = {int(row["epoch"]) for row in csv.DictReader(handle)}
+    assert logged == set(range(epochs)), logged  # the rows logged before the preemption are kept
 
     # SLURM restarting a finished job (a node failure, a stray requeue) must not run it again.
     finished = (run / "results" / "comparison.json").stat().st_mtime_ns

@@ -4,6 +4,7 @@ finished run not run again, and a real 2-rank fit stopped by SIGTERM on one rank
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -204,3 +205,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     assert record["global_step"] == 12 * 10  # 12 epochs of 10 steps per rank (1,257 samples / 2 ranks / 64)
     leftovers = [path.name for path in (run / "checkpoints").iterdir() if path.name.startswith(".")]
     assert leftovers == []
+    with open(run / "logs" / "metrics.csv", newline="") as handle:
+        logged = [(int(row["epoch"]), int(row["step"])) for row in csv.DictReader(handle)]
+    assert {epoch for epoch, _ in logged} == set(range(12))  # the rows logged before the stop are kept
+    assert [step for _, step in logged] == sorted(step for _, step in logged)

@@ -15,6 +15,8 @@ the handler. The flag handlers stay installed after fit, so a signal during test
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import signal
@@ -29,6 +31,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from dsf_dist.io import write_text
 from dsf_dist.launch import requeue
 from dsf_dist.run_folder import set_aside
 
@@ -195,3 +198,39 @@ class Preemption(Callback):
         self._pending = None
         work.wait()
         return int(flag)
+
+
+class TrainingLog:
+    """Keeps logs/metrics.csv whole across a resume: Lightning's CSVLogger deletes the file when it starts in a
+    folder that has one, which would drop every row logged before the preemption.
+
+    Rank zero reads the rows before fit and, once fit ends (finished or preempted again), puts back those logged
+    before the first step the resumed fit logged, ahead of the new rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.earlier = self._rows() if path.is_file() else []
+
+    def restore(self) -> None:
+        if not self.earlier:
+            return
+        later = self._rows() if self.path.is_file() else []
+        first_new = min((_step(row) for row in later), default=float("inf"))
+        rows = [row for row in self.earlier if _step(row) < first_new] + later
+        columns = sorted({key for row in rows for key in row})  # Lightning's own column order: sorted
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, buffer.getvalue())
+
+    def _rows(self) -> list[dict[str, str]]:
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")
