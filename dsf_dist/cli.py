@@ -21,6 +21,8 @@ EXIT_GATE_FAILED = 3  # the comparison ran, and the trained model failed a gate 
 QUIET_WARNINGS = [
     "ignore:Be aware that when using `ckpt_path`",
     "ignore:`isinstance(treespec",
+    # On any machine with SLURM's client: dsf refuses the case it warns about (dsf_dist/launch/slurm.py).
+    "ignore:The `srun` command is available on your system but is not used",
 ]
 
 
