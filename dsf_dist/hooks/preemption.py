@@ -7,6 +7,7 @@
 - Every checkpoint, of any strategy (a file, or a DeepSpeed / FSDP folder), is written under a staging name
   beside its target and renamed into place once all ranks have finished writing, so a crash mid-save
   leaves the previous last.ckpt in place, never a torn one.
+- A resumed fit keeps logs/metrics.csv whole (TrainingLog): the rows logged before the stop stay.
 
 Lightning's own handlers are replaced, not stacked on: its SLURM auto-requeue checkpoints inside the signal
 handler (dsf passes SLURMEnvironment(auto_requeue=False)), and its SIGTERM handler runs a collective inside
