@@ -152,28 +152,34 @@ class LoopbackCluster:
             "SlurmdParameters=config_overrides",
             "DebugFlags=NO_CONF_HASH",  # the nodes' configs differ by their %n paths only
         ]
-        lines.append("GresTypes=gpu")
         gres = []
         for node in self.nodes:
+            devices = self._fake_gpus(node)
+            if devices:
+                gres.append(f"NodeName={node} Name=gpu File={devices}")
+            node_gres = f"Gres=gpu:{self.gpus} " if devices else ""
             lines.append(
-                f"NodeName={node} NodeAddr=127.0.0.1 Port={free_port()} {hardware_fields} Gres=gpu:{self.gpus} "
-                "State=UNKNOWN"
+                f"NodeName={node} NodeAddr=127.0.0.1 Port={free_port()} {hardware_fields} {node_gres}State=UNKNOWN"
             )
-            gres.append(f"NodeName={node} Name=gpu File={self._fake_gpus(node)}")
+        if gres:
+            lines.append("GresTypes=gpu")
         lines.append(
             f"PartitionName={self.partition} Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP"
         )
         self.conf.write_text("\n".join(lines) + "\n")
         (self.root / "gres.conf").write_text("\n".join(gres) + "\n")
 
-    def _fake_gpus(self, node: str) -> str:
+    def _fake_gpus(self, node: str) -> str | None:
         """Character devices like /dev/null stand in for GPUs, so scripts that ask --gpus-per-node can be tested
         (a gres without File= makes the node INVAL)."""
         folder = self.root / "gpus"
         folder.mkdir(exist_ok=True)
-        for index in range(self.gpus):
-            os.mknod(folder / f"{node}-gpu{index}", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-        return f"{folder}/{node}-gpu[0-{self.gpus - 1}]"
+        try:
+            for index in range(self.gpus):
+                os.mknod(folder / f"{node}-gpu{index}", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:  # no CAP_MKNOD (some containers): a cluster without GPUs, self.gpus says so
+            self.gpus = 0
+        return f"{folder}/{node}-gpu[0-{self.gpus - 1}]" if self.gpus else None
 
     def _spawn(self, name: str, command: list[str]) -> None:
         with open(self.root / "log" / f"{name}.out", "w") as log:

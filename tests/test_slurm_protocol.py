@@ -194,7 +194,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     stopped = re.search(r"dsf: stopped by SIGTERM at step (\d+): checkpoint saved to (\S+);", err)
     assert stopped, err[-2000:]
     step, saved = int(stopped.group(1)), Path(stopped.group(2))
-    assert 0 < step < 120 and saved == run / "checkpoints" / "last.ckpt"
+    assert 0 < step < 120 and saved == run / "checkpoints" / "last.ckpt", err[-2000:]
     assert torch.load(saved, map_location="cpu", weights_only=True)["global_step"] == step
     assert not (run / "results" / "train.json").exists()  # training did not finish
 
@@ -207,5 +207,5 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     assert leftovers == []
     with open(run / "logs" / "metrics.csv", newline="") as handle:
         logged = [(int(row["epoch"]), int(row["step"])) for row in csv.DictReader(handle)]
-    assert {epoch for epoch, _ in logged} == set(range(12))  # the rows logged before the stop are kept
+    assert {epoch for epoch, _ in logged} == set(range(12)), (step, logged)  # rows logged before the stop stay
     assert [step for _, step in logged] == sorted(step for _, step in logged)

@@ -166,6 +166,8 @@ class Preemption(Callback):
         if request == 0:
             return
         self._settle()
+        for logger in trainer.loggers:  # the rows logged so far reach the disk before SLURM may kill the ranks
+            logger.save()
         path = self.checkpoint.save_last_now(trainer)
         message = None
         if trainer.is_global_zero:
