@@ -345,6 +345,55 @@ class RunConfig(Section):
         return value
 
 
+class RayConfig(Section):
+    """Ray Train, for `python -m dsf_dist.launchers.ray` (e.g. under `ray job submit`); `dsf run` ignores it.
+
+    The run folder is <storage_path>/<name>: Ray Train's run folder (RunConfig) and dsf's are one, so the reported
+    checkpoints sit beside config.yaml, checkpoints/ and results/. The last three fields are environment variables
+    the driver sets for Ray Train's controller and workers (Ray passes them on); with their defaults a small job
+    waits less on Ray's polling than with Ray's (benchmarks/RESULTS.md has the measured difference)."""
+
+    num_workers: int | None = Field(None, ge=1)
+    """Training processes, one Lightning rank each (ScalingConfig.num_workers). None: trainer.devices x
+    trainer.num_nodes, so a config that runs under `dsf run` runs the same ranks under Ray. Each worker's
+    trainer.devices and trainer.num_nodes are then taken from where Ray placed the workers."""
+    use_gpu: bool = False
+    """One GPU per worker (ScalingConfig.use_gpu); needs trainer.accelerator gpu (or cuda)."""
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    """Ray resources each worker reserves, e.g. {CPU: 4} (ScalingConfig.resources_per_worker); {} is Ray's
+    default of 1 CPU, or 1 GPU with use_gpu. At most one GPU: a worker is one Lightning rank on one device."""
+    storage_path: str = "~/ray_results"
+    """Absolute folder under which the run folder is made (RunConfig.storage_path; Ray's default). Every node
+    must see it at the same path (NFS or similar): workers write checkpoints and results there directly. Not
+    relative, because a job's working directory is a temporary copy; not a URI (s3://...), because dsf writes
+    its files with plain file I/O."""
+    name: str | None = None
+    """Ray Train's run name (RunConfig.name) and the run folder's name; None: run.name, else
+    '<dataset>-<Ray job submission id>' (or '<dataset>-<date>-<time>' outside a Ray job)."""
+    max_failures: int = Field(1, ge=-1)
+    """Times Ray restarts the worker group from the last reported checkpoint after a worker fails
+    (FailureConfig.max_failures; Ray's default 0); -1 restarts forever. A config mistake is never retried."""
+    num_to_keep: int | None = Field(1, ge=1)
+    """Reported checkpoints Ray keeps in the run folder (CheckpointConfig.num_to_keep; Ray's default keeps all);
+    the newest survive. dsf's own best and last checkpoints in checkpoints/ are kept as under `dsf run`."""
+    health_check_interval_s: float = Field(0.5, gt=0)
+    """RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: how often Ray Train's controller polls the workers (Ray's default 2 s).
+    Shorter notices a started, finished or dead worker group sooner, for a negligible polling cost."""
+    preemption_watcher: bool = False
+    """RAY_TRAIN_ENABLE_PREEMPTION_WATCHER: the actor that watches for node drains (Ray's default on). Off saves
+    starting one more process with every run; workers lost to a drained node then count as a failure (max_failures)
+    instead of a preemption."""
+    print_patch: bool = False
+    """RAY_TRAIN_ENABLE_PRINT_PATCH: Ray Train's rerouting of print() in workers into its logger (Ray's default
+    on), which also echoes to the redirected stdout, so a job's log shows printed lines twice; off leaves print()
+    alone."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return RunConfig._safe_name(value)
+
+
 def _default_trainer() -> dict[str, Any]:
     return {"max_epochs": 20, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
@@ -361,3 +410,4 @@ class DsfConfig(Section):
     existing_model: ExistingModelConfig = Field(default_factory=ExistingModelConfig)
     comparison: ComparisonConfig = Field(default_factory=ComparisonConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
