@@ -36,9 +36,14 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
 
 def cluster_environment() -> list[Any]:
     """The environment Lightning would detect itself, but SLURM's without auto-requeue (it checkpoints inside the
-    signal handler; dsf's Preemption callback requeues instead), and torchrun's even inside a SLURM job."""
+    signal handler; dsf's Preemption callback requeues instead), and torchrun's even inside a SLURM job.
+    In a Ray Train worker: Ray's, which reads the ranks from Ray's worker context."""
     from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
+    if resolve().launcher == "ray":
+        from dsf_dist.launch.ray import cluster_environment as ray_environment
+
+        return [ray_environment()]
     if resolve().launcher == "torchrun":
         return [TorchElasticEnvironment()]
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -57,6 +62,10 @@ def fit(
     callbacks = [checkpoint, preemption, RNGState(), *early_stopping_callback(cfg.early_stopping)]
     if cfg.run.memory_report:
         callbacks.append(MemoryReport(run.results / "memory.json"))
+    if resolve().launcher == "ray":  # each epoch's checkpoint reported to Ray Train, for its restarts
+        from dsf_dist.launch.ray import RayReport
+
+        callbacks.append(RayReport(run.root))
     trainer = build_trainer(cfg, run, callbacks, fit=True)
     log = TrainingLog(run.logs / "metrics.csv") if resume_from and trainer.is_global_zero else None
     started = time.perf_counter()

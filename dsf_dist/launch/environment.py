@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-Launcher = Literal["single", "torchrun", "slurm", "lightning"]
+Launcher = Literal["single", "torchrun", "slurm", "lightning", "ray"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class Environment:
 
     @property
     def external(self) -> bool:
-        """Processes were started by a launcher outside Lightning (torchrun, srun)."""
-        return self.launcher in ("torchrun", "slurm")
+        """Processes were started by a launcher outside Lightning (torchrun, srun, Ray Train)."""
+        return self.launcher in ("torchrun", "slurm", "ray")
 
 
 def _int(env: dict[str, str], key: str, default: int = 0) -> int:
@@ -39,6 +39,17 @@ def _int(env: dict[str, str], key: str, default: int = 0) -> int:
 
 def resolve(env: dict[str, str] | None = None) -> Environment:
     env = dict(os.environ if env is None else env)
+    # A Ray Train worker: Ray's torch backend exports torchrun's variables (RANK, LOCAL_WORLD_SIZE, ...) into a
+    # process of a Ray job (RAY_JOB_ID), so this comes before torchrun's and SLURM's (Ray can run inside SLURM).
+    if "RAY_JOB_ID" in env and "RANK" in env and "TORCHELASTIC_RUN_ID" not in env:
+        return Environment(
+            "ray",
+            rank=_int(env, "RANK"),
+            world_size=_int(env, "WORLD_SIZE", 1),
+            local_rank=_int(env, "LOCAL_RANK"),
+            node_rank=_int(env, "NODE_RANK"),
+            job_id=env["RAY_JOB_ID"],
+        )
     if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "LOCAL_WORLD_SIZE" in env):
         run_id = env.get("TORCHELASTIC_RUN_ID")
         return Environment(
