@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> None:
         stops = [usr1_to_running(cluster, scratch, args.preempt_epochs) for _ in range(args.repeats)]
     finally:
         cluster.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     cost = agreement_cost()
 
     print(f"\nsbatch slurm/train.sh configs/ddp.yaml, {args.epochs} epochs, {args.repeats} runs: median (min-max)\n")
