@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsf_dist.config import DsfConfig, dump
+from dsf_dist.config.schema import SAFE_NAME
 from dsf_dist.errors import ConfigError, RunFolderError
 from dsf_dist.io import read_json, write_text
 from dsf_dist.launch.environment import Environment
@@ -102,6 +103,11 @@ def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:
     dataset = cfg.data.dataset.rpartition(":")[2] or "run"
     if env.job_id:
         name = f"{dataset}-{env.job_id}"
+        if not SAFE_NAME.match(name) or ".." in name:
+            raise ConfigError(
+                f"run.name: '{name}' (from the {env.launcher} job id) is not a safe folder name; "
+                "set --set run.name=<name>"
+            )
     elif env.world_size > 1:
         raise ConfigError(
             f"run.name: unset, and {env.launcher} gives no job id that all ranks share; "

@@ -42,3 +42,17 @@ def test_sbatch_shell_is_not_a_rank():
 def test_lightning_ddp_child():
     env = resolve({"LOCAL_RANK": "1", "WORLD_SIZE": "2", "NODE_RANK": "0"})
     assert (env.launcher, env.rank, env.is_rank_zero, env.external) == ("lightning", 1, False, False)
+
+
+def test_a_hostile_job_id_cannot_name_the_run_folder():
+    import pytest
+
+    from dsf_dist.config import load_config
+    from dsf_dist.errors import ConfigError
+    from dsf_dist.run_folder import name_run
+
+    env = resolve(
+        {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "../../etc"}
+    )
+    with pytest.raises(ConfigError, match="is not a safe folder name"):
+        name_run(load_config(), env)
