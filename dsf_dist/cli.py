@@ -273,12 +273,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return run_reporting_errors(lambda: VERBS[args.verb][0](args))
+
+
+def run_reporting_errors(action: Callable[[], int]) -> int:
+    """Run an entry point's work; turn what a user can fix into one stderr line and an exit code.
+    Shared by `dsf` and the Ray driver (dsf_dist/launchers/ray.py)."""
     quiet_known_noise()
     from dsf_dist.errors import DsfError
     from dsf_dist.launch.requeue import Preempted
 
     try:
-        return VERBS[args.verb][0](args)
+        return action()
     except Preempted as stop:  # checkpoint saved, job requeued if it could be: see dsf_dist/hooks/preemption.py
         if stop.message:
             print(f"dsf: {stop.message}", file=sys.stderr)

@@ -52,18 +52,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from dsf_dist.cli import quiet_known_noise
+    from dsf_dist.cli import run_reporting_errors
 
-    quiet_known_noise()
-    try:
-        overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
-        return launch(args.config, overrides)
-    except DsfError as err:
-        print(f"dsf: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("dsf: interrupted", file=sys.stderr)
-        return 130
+    overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
+    return run_reporting_errors(lambda: launch(args.config, overrides))
 
 
 def launch(config: str | None, overrides: Sequence[str]) -> int:
