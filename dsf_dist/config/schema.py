@@ -394,6 +394,30 @@ class RayConfig(Section):
         return RunConfig._safe_name(value)
 
 
+class CallbackConfig(Section):
+    target: str
+    """Import path 'pkg.mod:Name' of a pl.Callback class (or a function returning one)."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments it is called with."""
+
+    _check_target = field_validator("target")(_import_path)
+
+
+class ThroughputConfig(Section):
+    """The throughput monitor (dsf_dist/hooks/throughput.py): samples/s (tokens/s when batches carry an
+    attention_mask or input_ids), TFLOP/s and MFU, and peak memory, logged every window_steps steps and summed
+    up in results/throughput.json. It reads the clock once per window, so it never waits for the device at
+    other steps."""
+
+    enabled: bool = True
+    window_steps: int = Field(50, ge=2)
+    """Steps per measurement window; the only device synchronisation happens at a window's end."""
+    flops_per_sample: float | None = Field(None, gt=0)
+    """Training FLOPs (forward + backward) per sample; None measures one step with torch's FLOP counter."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Peak TFLOP/s of one device for MFU; None looks the GPU up in Lightning's table (no MFU on CPU)."""
+
+
 def _default_trainer() -> dict[str, Any]:
     return {"max_epochs": 20, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
@@ -411,3 +435,6 @@ class DsfConfig(Section):
     comparison: ComparisonConfig = Field(default_factory=ComparisonConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
+    callbacks: list[CallbackConfig] = Field(default_factory=list)
+    """Your own Lightning callbacks, added after dsf's (checkpoint, preemption, throughput)."""

@@ -71,7 +71,7 @@ TRAINER_ARGS: dict[str, object] = {
 # pl.Trainer arguments that dsf builds itself from other sections; setting them would bypass those.
 TRAINER_ARGS_OWNED = {
     "strategy": "set strategy.name instead",
-    "callbacks": "use the checkpoint and early_stopping sections",
+    "callbacks": "use the checkpoint and early_stopping sections, and list your own under callbacks",
     "logger": "dsf logs to <run>/logs",
     "plugins": "the strategy section chooses plugins",
     "enable_checkpointing": "use the checkpoint section",
