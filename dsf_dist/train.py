@@ -6,14 +6,17 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, RichProgressBar
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
 from dsf_dist.hooks.memory import MemoryReport
 from dsf_dist.hooks.preemption import Preemption, TrainingLog
+from dsf_dist.hooks.progress import NoProfiler, ProgressBar
 from dsf_dist.hooks.rng import RNGState
+from dsf_dist.hooks.throughput import ThroughputMonitor
+from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
@@ -22,9 +25,9 @@ from dsf_dist.strategy import build_strategy
 def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit: bool) -> pl.Trainer:
     """One Trainer recipe for fit and for test; test trainers log nothing and save nothing."""
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks = [*callbacks, RichProgressBar(leave=True)]
+        callbacks = [*callbacks, ProgressBar()]
     return pl.Trainer(
-        **cfg.trainer,
+        **{"profiler": NoProfiler(), **cfg.trainer},
         strategy=build_strategy(cfg.strategy, cfg.trainer),
         callbacks=callbacks,
         logger=CSVLogger(run.logs, name="", version="") if fit else False,
@@ -62,10 +65,13 @@ def fit(
     callbacks = [checkpoint, preemption, RNGState(), *early_stopping_callback(cfg.early_stopping)]
     if cfg.run.memory_report:
         callbacks.append(MemoryReport(run.results / "memory.json"))
+    if cfg.throughput.enabled:
+        callbacks.append(ThroughputMonitor(cfg.throughput, run.results / "throughput.json"))
     if resolve().launcher == "ray":  # each epoch's checkpoint reported to Ray Train, for its restarts
         from dsf_dist.launch.ray import RayReport
 
         callbacks.append(RayReport(run.root))
+    callbacks += [load_object(spec.target, "callbacks")(**spec.kwargs) for spec in cfg.callbacks]
     trainer = build_trainer(cfg, run, callbacks, fit=True)
     log = TrainingLog(run.logs / "metrics.csv") if resume_from and trainer.is_global_zero else None
     started = time.perf_counter()

@@ -1,7 +1,8 @@
 """Preemption that loses nothing (DESIGN.md rule 4), and checkpoints that appear whole or not at all.
 
 - SIGUSR1 (SLURM's warning before the time limit, or `scancel --signal=USR1`) and SIGTERM only set a flag.
-- After every training step all ranks agree (an all-reduce of the flag); when any rank was signalled, every
+- About twice a second, at a step they all agree on, the ranks combine their flags (an all-reduce); when any
+  rank was signalled, every
   rank saves `last.ckpt` together, rank zero requeues the SLURM job (launch/requeue.py), and training stops
   on every rank with `Preempted`. The restarted job resumes from that checkpoint (run.resume=auto).
 - Every checkpoint, of any strategy (a file, or a DeepSpeed / FSDP folder), is written under a staging name
@@ -22,6 +23,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,7 +48,10 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         # The key Lightning's ModelCheckpoint stores its state under, so checkpoints of either class resume.
-        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        # Cached: Lightning reads it for every hook call, and building it costs more than a small step.
+        if not hasattr(self, "_state_key"):
+            self._state_key = super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return self._state_key
 
     def save_last_now(self, trainer: pl.Trainer) -> str:
         """Every rank: save last.ckpt at the current step (a collective); its path."""
@@ -127,7 +132,9 @@ class Preemption(Callback):
         self.max_requeues = max_requeues
         self.received = 0  # the strongest request so far: an index into REQUESTS
         self._sigterm_before: Any = None
-        self._pending: tuple[Any, torch.Tensor] | None = None  # this step's all-reduce, read after the next step
+        self._steps_to_check = 1  # the first step checks; later checks are spaced by rank 0's proposal
+        self._interval = 1
+        self._checked_at: float | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a flag (DESIGN.md rule 4): no I/O, no collective, no checkpoint inside a signal handler.
@@ -165,7 +172,6 @@ class Preemption(Callback):
         request = self._agree(trainer)
         if request == 0:
             return
-        self._settle()
         for logger in trainer.loggers:  # the rows logged so far reach the disk before SLURM may kill the ranks
             logger.save()
         path = self.checkpoint.save_last_now(trainer)
@@ -178,29 +184,33 @@ class Preemption(Callback):
         trainer.strategy.barrier()  # the requeue is asked for before any rank exits (srun --kill-on-bad-exit)
         raise requeue.Preempted(message)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._settle()
-
     def _agree(self, trainer: pl.Trainer) -> int:
-        """The strongest request any rank had received one step ago, the same on every rank.
+        """The strongest request any rank has received, the same on every rank, at the steps where they check.
 
-        After each step every rank starts an all-reduce (max) of its flag and reads the previous step's result,
-        so all ranks stop at the same step while no step waits for the reduction to finish."""
+        At a check every rank all-reduces (max) [its flag, rank 0's proposal for the steps until the next
+        check], so all ranks stop at the same step. Rank 0 proposes about one check per CHECK_EVERY_S: on a
+        small model a collective per step would cost as much as the step itself, and a preemption notice
+        gives minutes."""
         if not (trainer.world_size > 1 and dist.is_available() and dist.is_initialized()):
             return self.received
-        previous = self._settle()
-        flag = torch.tensor(self.received, device=trainer.strategy.root_device)
-        self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
-        return previous
-
-    def _settle(self) -> int:
-        """Wait for the outstanding all-reduce, if any; its result. Every rank calls this at the same points."""
-        if self._pending is None:
+        self._steps_to_check -= 1
+        if self._steps_to_check > 0:
             return 0
-        work, flag = self._pending
-        self._pending = None
-        work.wait()
-        return int(flag)
+        now = time.monotonic()
+        proposal = 0
+        if trainer.is_global_zero and self._checked_at is not None:
+            step_s = max((now - self._checked_at) / self._interval, 1e-6)
+            proposal = min(max(int(CHECK_EVERY_S / step_s), 1), MAX_STEPS_BETWEEN_CHECKS)
+        message = torch.tensor([self.received, proposal], device=trainer.strategy.root_device)
+        dist.all_reduce(message, op=dist.ReduceOp.MAX)
+        request, steps = message.tolist()
+        self._checked_at, self._interval = now, max(int(steps), 1)
+        self._steps_to_check = self._interval
+        return int(request)
+
+
+CHECK_EVERY_S = 0.5
+MAX_STEPS_BETWEEN_CHECKS = 1000
 
 
 class TrainingLog:

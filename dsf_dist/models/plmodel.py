@@ -28,6 +28,16 @@ class PlModel(pl.LightningModule):
         self.val_accuracy = (
             torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classification else None
         )
+        self._epoch_loss: torch.Tensor | int = 0
+        self._epoch_steps = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name around every hook it calls, several times a step; nn.Module's
+        # __setattr__ checks each value against parameters, modules and buffers first. A string is none of them.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
@@ -38,8 +48,20 @@ class PlModel(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, target = batch
         loss = self._loss(self(inputs), target)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # self.log costs more than a small model's step, so the step loss is logged only on the steps the
+        # logger writes (log_every_n_steps), and the epoch mean is summed here without a device sync.
+        self._epoch_loss = loss.detach() + (self._epoch_loss if self._epoch_steps else 0)
+        self._epoch_steps += 1
+        if (self.global_step + 1) % (self.trainer.log_every_n_steps or 1) == 0:
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_steps:  # averaged over ranks: one all-reduce per epoch
+            self.log("train_loss_epoch", self._epoch_loss / self._epoch_steps, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, target = batch
