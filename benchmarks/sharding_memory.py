@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import append, machine
 
 STRATEGIES = {
     "ddp": ["strategy.name=ddp"],
@@ -56,29 +55,29 @@ def measure_all(hidden: list[int], workdir: Path) -> dict[str, dict]:
     return {name: measure(name, overrides, hidden, workdir) for name, overrides in STRATEGIES.items()}
 
 
+TARGET = 0.55  # issue 7: FSDP full sharding and ZeRO-3 at most 0.55x DDP's training state at 2 ranks
+
+
+def target(name: str, ratio: float) -> str:
+    if name not in ("fsdp (full)", "zero-3"):
+        return "—"
+    return f"≤ {TARGET}: {'met' if ratio <= TARGET else 'missed'}"
+
+
 def table(figures: dict[str, dict]) -> str:
     ddp = figures["ddp"]
     lines = [
         "| strategy | parameters | gradients | optimizer state | total | total / DDP | optimizer / DDP "
-        "| ZeRO fp32 master copy | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ZeRO fp32 master copy | peak RSS | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, f in figures.items():
         lines.append(
             f"| {name} | {f['parameters']:,} | {f['gradients']:,} | {f['optimizer_state']:,} | {f['total']:,} "
             f"| {f['total'] / ddp['total']:.3f} | {f['optimizer_state'] / ddp['optimizer_state']:.3f} "
-            f"| {f['master_weights']:,} | {f['peak_rss'] / 2**20:.0f} MiB |"
+            f"| {f['master_weights']:,} | {f['peak_rss'] / 2**20:.0f} MiB | {target(name, f['total'] / ddp['total'])} |"
         )
     return "\n".join(lines)
-
-
-def machine() -> str:
-    import torch
-
-    return (
-        f"{platform.node() or 'host'}: {os.cpu_count()} cores, {platform.machine()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__}"
-    )
 
 
 def main() -> None:
@@ -91,16 +90,13 @@ def main() -> None:
     body = table(figures)
     print(body)
     if not args.no_append:
-        section = (
-            f"\n## Sharding: per-rank bytes of training state at 2 CPU ranks ({time.strftime('%Y-%m-%d')})\n\n"
+        body = (
             f"Machine: {machine()}. Model: digits MLP 64-{'-'.join(map(str, args.hidden))}-10, Adam, fp32. "
             "Bytes on rank 0 at the second optimizer step (rank 1 matches), from the tensors the rank holds. "
             "Command: `python benchmarks/sharding_memory.py`.\n\n"
             f"{body}\n"
         )
-        results = Path(__file__).with_name("RESULTS.md")
-        with results.open("a") as handle:
-            handle.write(section)
+        append("Sharding: per-rank bytes of training state at 2 CPU ranks", body)
 
 
 if __name__ == "__main__":
