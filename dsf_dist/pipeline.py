@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from dsf_dist import eval as existing
-from dsf_dist import io
+from dsf_dist import hf_task, io
 from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
 from dsf_dist.compare import Predictions, build_report, require_same_samples
 from dsf_dist.config import DsfConfig, load_config
@@ -22,6 +22,7 @@ from dsf_dist.config.schema import ModelConfig
 from dsf_dist.data import Splits, split_dataset
 from dsf_dist.data.datamodule import DataModule
 from dsf_dist.data.digits import digits
+from dsf_dist.entities import entity_scores, to_words
 from dsf_dist.errors import ConfigError
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
@@ -70,6 +71,8 @@ class Main:
         """Train / val / test datasets; seeded, so every process and every later test sees the same split."""
         if self._splits is None and self.cfg.data.datamodule:
             self._splits = splits_of(self.create_data_module())
+        if self._splits is None and self.tokens:
+            self._splits = hf_task.splits(self.cfg)
         if self._splits is None:
             data = self.cfg.data
             make = digits if data.dataset == "digits" else load_object(data.dataset, "data.dataset")
@@ -81,14 +84,17 @@ class Main:
     def create_data_module(self) -> pl.LightningDataModule:
         if self.cfg.data.datamodule:
             return load_object(self.cfg.data.datamodule, "data.datamodule")(**self.cfg.data.datamodule_kwargs)
-        splits = self.split()
-        return DataModule(splits.train, splits.val, splits.test, self.cfg.data.batch_size, self.cfg.data.num_workers)
+        splits, data = self.split(), self.cfg.data
+        collate = hf_task.collate(self.cfg) if self.tokens else None
+        return DataModule(splits.train, splits.val, splits.test, data.batch_size, data.num_workers, collate)
 
     def define_model(self, model: ModelConfig | None = None) -> pl.LightningModule:
         """The LightningModule of `model` (default: this config's model section)."""
         model = model or self.cfg.model
         if model.module:
             return load_object(model.module, "model.module")(**model.module_kwargs)
+        if self.tokens:
+            return hf_task.module(self.cfg, model.model_dump(mode="json"))
         input_size, output_size = self._sizes()
         return PlModel(model.model_dump(mode="json"), input_size, output_size)
 
@@ -98,6 +104,7 @@ class Main:
         path, the same on every rank. Everything that can be refused is checked before the run folder exists."""
         pl.seed_everything(self.cfg.run.seed, workers=True, verbose=False)
         model, data = self.define_model(), self.create_data_module()
+        self.cfg = hf_task.with_wrap_units(self.cfg, model) if self.tokens else self.cfg
         check_model(self.cfg, model)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
@@ -110,6 +117,7 @@ class Main:
         strategy; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
         model = self.define_model()
+        self.cfg = hf_task.with_wrap_units(self.cfg, model) if self.tokens else self.cfg
         load_into(model, model_path)
         out = self.run.results / "test_predictions.npz"
         predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
@@ -149,6 +157,11 @@ class Main:
         return self.compare(test_results, self.execute_eval())
 
     # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def tokens(self) -> bool:
+        """The built-in Hugging Face token-classification task (not a user's own module or data module)."""
+        return self.cfg.model.task == "token_classification" and not self.cfg.model.module
+
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
         return spec.target if spec.kind == "callable" else spec.path or "none"
@@ -157,13 +170,15 @@ class Main:
         """The existing model with its weights: a pretrained folder and a PlModel .ckpt bring their own
         architecture; other checkpoints take this config's."""
         spec = self.cfg.existing_model
+        if spec.kind == "pretrained" and self.tokens:
+            return hf_task.existing_module(self.cfg)
         if spec.kind == "pretrained":
             model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
             load_into(model, Path(spec.path) / WEIGHTS_FILE)
             return model
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = self.define_model()
-        if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:
+        if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module and not self.tokens:
             hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
             model = PlModel(**hparams) if hparams else model
         load_into(model, path)
@@ -175,11 +190,17 @@ class Main:
     def _score(self, predictions: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_rank_zero:
             return {}
+        if self.tokens:
+            to_words(predictions)
         arrays = io.read_arrays(predictions)
         results = {
             **extra,
             **score(arrays["preds"], arrays["target"], self.cfg.model.task, self.cfg.metrics, self._num_classes()),
         }
+        if self.tokens:
+            results["labels"] = hf_task.labels(self.cfg)
+            if self.cfg.metrics.entity_f1:
+                results.update(entity_scores(arrays, results["labels"]))
         io.write_json(self.run.results / f"{name}.json", results)
         return results
 
@@ -187,6 +208,8 @@ class Main:
         """Fixed for both models, so a class missing from the test split still gets its matrix row."""
         if self.cfg.model.num_classes or self.cfg.model.task == "regression":
             return self.cfg.model.num_classes
+        if self.tokens:
+            return len(hf_task.labels(self.cfg))
         return self._sizes()[1]
 
     def _sizes(self) -> tuple[int, int]:

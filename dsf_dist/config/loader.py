@@ -58,6 +58,8 @@ def check_files(cfg: DsfConfig) -> None:
         )
     folder = Path(cfg.existing_model.path or ".")
     missing = [name for name in ("model.safetensors", "config.yaml") if not (folder / name).is_file()]
+    if cfg.model.task == "token_classification" and (folder / "config.json").is_file():
+        missing = []  # a Hugging Face folder (save_pretrained), loaded with from_pretrained
     if cfg.existing_model.kind == "pretrained" and missing:
         raise ConfigError(
             f"existing_model.path: {folder} has no {' or '.join(missing)}; give a folder `dsf export` wrote"
