@@ -26,6 +26,7 @@ from dsf_dist.entities import entity_scores, to_words
 from dsf_dist.errors import ConfigError
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
+from dsf_dist.loggers import attach_comparison
 from dsf_dist.metrics import score
 from dsf_dist.models.plmodel import PlModel
 from dsf_dist.reports import write_reports
@@ -148,6 +149,7 @@ class Main:
         names = (test_results.get("model", "?"), self.existing_model_name())
         report = build_report(self.cfg, test_results, eval_results, trained, existing, names)
         write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
+        attach_comparison(self.cfg, self.run, report)
         return report
 
     def execute(self) -> dict[str, Any] | None:

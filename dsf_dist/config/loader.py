@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ def load_config(
     check_trainer(cfg.trainer)
     check_files(cfg)
     check_config(cfg)
+    check_logger_packages(cfg)
     return cfg
 
 
@@ -64,6 +66,15 @@ def check_files(cfg: DsfConfig) -> None:
         raise ConfigError(
             f"existing_model.path: {folder} has no {' or '.join(missing)}; give a folder `dsf export` wrote"
         )
+
+
+def check_logger_packages(cfg: DsfConfig) -> None:
+    """A logger whose package is missing is refused before any run folder exists."""
+    for name, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        if name in cfg.logging.loggers and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"logging.loggers: {name} needs the {package} package; run `dsf install-trainer-packages loggers`"
+            )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
