@@ -18,9 +18,13 @@ from dsf_dist.strategy.checks import check_config
 
 
 def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = (), output_root: str | None = None
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    output_root: str | None = None,
+    check_machine: bool = True,
 ) -> DsfConfig:
-    """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate."""
+    """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate; with
+    check_machine, also against this machine (files, devices, installed packages)."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
@@ -33,6 +37,8 @@ def load_config(
     except ValidationError as err:
         raise ConfigError(describe(err, source=path)) from None
     check_trainer(cfg.trainer)
+    if not check_machine:
+        return cfg
     check_files(cfg)
     check_config(cfg)
     check_logger_packages(cfg)
