@@ -139,6 +139,22 @@ def build_report(
     return report
 
 
+def scalar_report(
+    cfg: DsfConfig, test_results: dict[str, Any], eval_results: dict[str, Any], names: tuple[str, str]
+) -> dict[str, Any]:
+    """Without per-sample predictions on both sides (a test_step that only logs its metrics): the seed's
+    comparison, differences and threshold gates; no intervals, McNemar or per-class table can be computed."""
+    comparison = Comparison(test_results, eval_results, cfg.metrics).compare()
+    report = comparison_report(comparison, cfg.comparison.primary_metric, *names)
+    report["notes"] = [
+        "No per-sample predictions (a test_step that logs its metrics instead of returning preds and target): "
+        "no confidence intervals, McNemar test or per-class table; logged metrics are as exact as the module's "
+        "own reduction across ranks."
+    ]
+    report["gates"] = evaluate_gates(report, cfg.comparison)
+    return report
+
+
 def count_classes(cfg: DsfConfig, results: dict[str, Any], *predictions: Predictions) -> int:
     """The class count the scores used (the confusion matrix's size), widened to every label that occurs."""
     counts = [cfg.model.num_classes or 0]

@@ -72,16 +72,3 @@ def existing_module(cfg: DsfConfig) -> Any:
             "(or kind: checkpoint for a dsf checkpoint)"
         )
     return TokenClassifier(path, labels(cfg), cfg.model.model_dump(mode="json"), existing=True)
-
-
-def with_wrap_units(cfg: DsfConfig, model: Any) -> DsfConfig:
-    """FSDP shards each transformer block as its own unit: the model's _no_split_modules when the config
-    names no wrap policy. Written into the run's config.yaml, so the choice is visible and repeatable."""
-    fsdp = cfg.strategy.fsdp
-    if cfg.strategy.name != "fsdp" or fsdp.wrap_modules or fsdp.wrap_min_params:
-        return cfg
-    from dsf_dist.models.hf import block_classes
-
-    resolved = cfg.model_copy(deep=True)
-    resolved.strategy.fsdp.wrap_modules = block_classes(model)
-    return resolved

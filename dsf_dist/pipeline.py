@@ -15,7 +15,7 @@ import torch
 from dsf_dist import eval as existing
 from dsf_dist import hf_task, io
 from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
-from dsf_dist.compare import Predictions, build_report, require_same_samples
+from dsf_dist.compare import Predictions, build_report, require_same_samples, scalar_report
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
 from dsf_dist.config.schema import ModelConfig
@@ -23,12 +23,13 @@ from dsf_dist.data import Splits, split_dataset
 from dsf_dist.data.datamodule import DataModule
 from dsf_dist.data.digits import digits
 from dsf_dist.entities import entity_scores, to_words
-from dsf_dist.errors import ConfigError
+from dsf_dist.errors import ConfigError, DsfError
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
 from dsf_dist.loggers import attach_comparison
 from dsf_dist.metrics import score
 from dsf_dist.models.plmodel import PlModel
+from dsf_dist.models.units import top_level_units, transformer_blocks, with_wrap_units
 from dsf_dist.reports import write_reports
 from dsf_dist.run_folder import RunFolder, best_checkpoint, name_run
 from dsf_dist.strategy.checks import check_model
@@ -105,7 +106,7 @@ class Main:
         path, the same on every rank. Everything that can be refused is checked before the run folder exists."""
         pl.seed_everything(self.cfg.run.seed, workers=True, verbose=False)
         model, data = self.define_model(), self.create_data_module()
-        self.cfg = hf_task.with_wrap_units(self.cfg, model) if self.tokens else self.cfg
+        self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         check_model(self.cfg, model)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
@@ -118,10 +119,12 @@ class Main:
         strategy; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
         model = self.define_model()
-        self.cfg = hf_task.with_wrap_units(self.cfg, model) if self.tokens else self.cfg
+        self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         load_into(model, model_path)
         out = self.run.results / "test_predictions.npz"
-        predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        logged = predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        if logged is not None:
+            return self._logged(logged, "test", {"model": str(model_path)}, type(model).__name__)
         return self._score(out, "test", {"model": str(model_path)})
 
     def execute_eval(self) -> dict[str, Any] | None:
@@ -131,7 +134,10 @@ class Main:
         if spec.kind == "none":
             return None
         if spec.kind in ("checkpoint", "previous", "pretrained"):
-            predict_test_set(self.cfg, self.run, self._existing_module(), self.create_data_module(), out)
+            module = self._existing_module()
+            logged = predict_test_set(self.cfg, self.run, module, self.create_data_module(), out)
+            if logged is not None:
+                return self._logged(logged, "eval", {"model": self.existing_model_name()}, type(module).__name__)
         elif self.env.is_rank_zero:
             existing.predict_with_callable(spec, self.split(), out)
         return self._score(out, "eval", {"model": self.existing_model_name()})
@@ -143,10 +149,15 @@ class Main:
         if not self.env.is_rank_zero or eval_results is None or not self.cfg.comparison.enabled:
             return None
         results = self.run.results
+        names = (test_results.get("model", "?"), self.existing_model_name())
+        if not (test_results.get("per_sample", True) and eval_results.get("per_sample", True)):
+            report = scalar_report(self.cfg, test_results, eval_results, names)
+            write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
+            attach_comparison(self.cfg, self.run, report)
+            return report
         trained = Predictions.load(results / "test_predictions.npz")
         existing = Predictions.load(results / "eval_predictions.npz")
         require_same_samples(trained, existing, "test_predictions.npz", "eval_predictions.npz")
-        names = (test_results.get("model", "?"), self.existing_model_name())
         report = build_report(self.cfg, test_results, eval_results, trained, existing, names)
         write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
         attach_comparison(self.cfg, self.run, report)
@@ -159,6 +170,12 @@ class Main:
         return self.compare(test_results, self.execute_eval())
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _wrap_units(self, model: pl.LightningModule) -> list[str]:
+        """FSDP units when the config names none: a transformer's blocks, or a user module's submodules."""
+        if self.tokens:
+            return transformer_blocks(model)
+        return top_level_units(model) if self.cfg.model.module else []
+
     @property
     def tokens(self) -> bool:
         """The built-in Hugging Face token-classification task (not a user's own module or data module)."""
@@ -188,6 +205,22 @@ class Main:
 
     def _best_checkpoint(self) -> str:
         return best_checkpoint(self.run)
+
+    def _logged(self, logged: dict[str, float], name: str, extra: dict[str, Any], module: str) -> dict[str, Any]:
+        """The configured metrics as a test_step logged them (as `accuracy` or `test_accuracy`)."""
+        wanted = [m for m, on in self.cfg.metrics.model_dump().items() if on is True]
+        found = {m: logged.get(f"test_{m}", logged.get(m)) for m in wanted}
+        found = {m: value for m, value in found.items() if value is not None}
+        if not found:
+            raise DsfError(
+                f"{module}.test_step neither returns {{'preds': ..., 'target': ...}} nor logs any of "
+                f"{', '.join('test_' + m for m in wanted)}; return predictions or log the metrics"
+            )
+        if not self.env.is_rank_zero:
+            return {}
+        results = {**extra, **found, "per_sample": False}
+        io.write_json(self.run.results / f"{name}.json", results)
+        return results
 
     def _score(self, predictions: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_rank_zero:

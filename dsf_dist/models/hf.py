@@ -114,13 +114,3 @@ class TokenClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return configure_optimizers(self.model_config, self.parameters(), self.trainer)
-
-
-def block_classes(model: torch.nn.Module) -> list[str]:
-    """The transformer's own answer to "which blocks must stay whole": its _no_split_modules (BertLayer, ...),
-    kept to classes that occur in this model; the FSDP wrap units when strategy.fsdp names none."""
-    present = {type(module).__name__ for module in model.modules()}
-    declared = set()
-    for module in model.modules():
-        declared |= set(getattr(module, "_no_split_modules", None) or [])
-    return sorted(declared & present)
