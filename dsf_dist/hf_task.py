@@ -61,14 +61,24 @@ def module(cfg: DsfConfig, model_config: dict[str, Any] | None = None) -> Any:
     return TokenClassifier(model_config["pretrained"], labels(cfg), model_config)
 
 
-def existing_module(cfg: DsfConfig) -> Any:
-    """existing_model.kind pretrained: a fine-tuned Hugging Face folder (config.json), scored as it is."""
-    from dsf_dist.models.hf import TokenClassifier
+def check_existing(cfg: DsfConfig) -> None:
+    """Before training: a pretrained existing model must be a Hugging Face folder with the data's tag set."""
+    from dsf_dist.models.hf import output_columns
 
     path = cfg.existing_model.path
+    if cfg.existing_model.kind != "pretrained":
+        return
     if not (Path(path) / "config.json").is_file():
         raise ConfigError(
             f"existing_model.path: {path} has no config.json; give a folder save_pretrained wrote "
             "(or kind: checkpoint for a dsf checkpoint)"
         )
-    return TokenClassifier(path, labels(cfg), cfg.model.model_dump(mode="json"), existing=True)
+    output_columns(path, labels(cfg))
+
+
+def existing_module(cfg: DsfConfig) -> Any:
+    """existing_model.kind pretrained: a fine-tuned Hugging Face folder (config.json), scored as it is."""
+    from dsf_dist.models.hf import TokenClassifier
+
+    check_existing(cfg)
+    return TokenClassifier(cfg.existing_model.path, labels(cfg), cfg.model.model_dump(mode="json"), existing=True)

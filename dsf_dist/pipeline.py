@@ -108,6 +108,8 @@ class Main:
         model, data = self.define_model(), self.create_data_module()
         self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         check_model(self.cfg, model)
+        if self.tokens:
+            hf_task.check_existing(self.cfg)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.predictions import PredictionWriter
+from dsf_dist.launch.environment import resolve
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.train import build_trainer
 
@@ -15,6 +16,11 @@ from dsf_dist.train import build_trainer
 class TestOutputs(PredictionWriter):
     """A test_step that returns {'preds', 'target'} has its predictions gathered (exact, per sample); one that
     returns nothing is taken at its word: what it logs is the result."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # None until a test epoch runs in this process; under ddp_spawn it runs in the workers' copies only.
+        self.logged_only: bool | None = None
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_test_epoch_start(trainer, pl_module)
@@ -39,8 +45,11 @@ def predict_test_set(
     `out` (index, preds, target) in dataset order. Returns None then, or, when test_step returns nothing,
     the metrics it logged (as Lightning reduced them over the ranks)."""
     outputs = TestOutputs(out)
+    if resolve().is_rank_zero:
+        out.unlink(missing_ok=True)  # so that its absence afterwards says "nothing returned" (ddp_spawn)
     trainer = build_trainer(cfg, run, [outputs], fit=False)
     trainer.test(model, datamodule=data, verbose=False)
-    if not outputs.logged_only:
+    logged_only = outputs.logged_only if outputs.logged_only is not None else not out.is_file()
+    if not logged_only:
         return None
     return {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}

@@ -181,3 +181,12 @@ def test_fsdp_on_two_ranks_wraps_the_transformer_blocks_and_tests_exactly(projec
     assert any(run.glob("checkpoints/*/*.distcp"))  # sharded checkpoint, read back for testing
     # The existing model is the same on both runs: 2 sharded ranks must score it exactly like 1 process.
     assert results(run, "eval") == {**results(token_run, "eval")}
+
+
+def test_an_existing_model_with_another_tag_set_is_refused_before_training(project, tmp_path):
+    done = dsf(
+        "run", "-c", "tokens.yaml", "--output", str(tmp_path / "runs"), "--set", "existing_model.path=base", cwd=project
+    )
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert "'base' predicts labels ['LABEL_0', 'LABEL_1']" in done.stderr and "same tag set" in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-written

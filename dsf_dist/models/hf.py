@@ -56,16 +56,26 @@ def fresh_head(pretrained: str, labels: list[str]) -> torch.nn.Module:
     )
 
 
-def trained_head(pretrained: str, labels: list[str]) -> tuple[torch.nn.Module, list[int]]:
-    """An already fine-tuned model (the existing model) and, for each of our labels, its output column."""
-    network = _from_pretrained(pretrained, "existing_model.path")
-    theirs = [network.config.id2label[i] for i in range(network.config.num_labels)]
+def output_columns(pretrained: str, labels: list[str]) -> list[int]:
+    """For each of our labels, the column of an already fine-tuned model's output that predicts it (matched by
+    name from its config.json, which is cheap to read: the check runs before training)."""
+    try:
+        config = transformers_module().AutoConfig.from_pretrained(pretrained)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"existing_model.path: cannot read '{pretrained}' ({_first_line(err)})") from None
+    theirs = [config.id2label[i] for i in range(config.num_labels)]
     if sorted(theirs) != sorted(labels):
         raise ConfigError(
             f"existing_model.path: '{pretrained}' predicts labels {theirs}, the data has {labels}; "
             "give a model fine-tuned on the same tag set"
         )
-    return network, [theirs.index(name) for name in labels]
+    return [theirs.index(name) for name in labels]
+
+
+def trained_head(pretrained: str, labels: list[str]) -> tuple[torch.nn.Module, list[int]]:
+    """An already fine-tuned model (the existing model) and, for each of our labels, its output column."""
+    columns = output_columns(pretrained, labels)
+    return _from_pretrained(pretrained, "existing_model.path"), columns
 
 
 class TokenClassifier(pl.LightningModule):
