@@ -25,9 +25,14 @@ def transformers_module():
 
 def load_tokenizer(pretrained: str):
     try:
-        return transformers_module().AutoTokenizer.from_pretrained(pretrained)
-    except OSError as err:
+        tokenizer = transformers_module().AutoTokenizer.from_pretrained(pretrained)
+    except (OSError, ValueError) as err:
         raise ConfigError(f"model.pretrained: no tokenizer at '{pretrained}' ({_first_line(err)})") from None
+    if not getattr(tokenizer, "is_fast", False):  # word_ids(), which aligns tags to sub-tokens, is fast-only
+        raise ConfigError(
+            f"model.pretrained: '{pretrained}' has no fast tokenizer (tokenizer.json); save a fast one there"
+        )
+    return tokenizer
 
 
 def _first_line(err: Exception) -> str:
