@@ -18,5 +18,5 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,deepspeed,ray]'
+	$(PY) -m pip install -q -e '.[dev,deepspeed,ray,hf,loggers]'
 	touch $@

@@ -168,6 +168,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dsf_dist.config import load_config
+    from dsf_dist.doctor import report
+
+    # Validated, but not checked against this machine: reporting what this machine lacks is the doctor's job.
+    cfg = load_config(args.config, args.set, args.output, check_machine=False)
+    return report(cfg, args.config or "the embedded default")
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from dsf_dist.install import install
+
+    return install(args.extra, args.dry_run)
+
+
 def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
     from dsf_dist.launch.checks import check_launch
@@ -224,6 +239,11 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "compare": (cmd_compare, "compare a run's test and eval results, or two saved runs (exit 3: a gate failed)"),
     "export": (cmd_export, "consolidate a checkpoint of any strategy into export/model.safetensors + config.yaml"),
     "config": (cmd_config, "print the resolved config (--check: validate only)"),
+    "doctor": (
+        cmd_doctor,
+        "what this machine has, and which strategies of the config can run here (exit 1: not its own)",
+    ),
+    "install-trainer-packages": (cmd_install, "pip install an extra: deepspeed, ray, hf, loggers or all (--dry-run)"),
 }
 
 
@@ -244,6 +264,11 @@ def parser() -> argparse.ArgumentParser:
                 "compares its own test and eval results",
             )
             sub.add_argument("--out", help="with B: folder for the reports (default: A's results/compare-<B's name>/)")
+        elif verb == "install-trainer-packages":
+            # No argparse choices: an unknown extra gets dsf's one-line refusal, not argparse's usage block.
+            sub.add_argument("extra", metavar="EXTRA", help="deepspeed, ray, hf, loggers or all")
+            sub.add_argument("--dry-run", action="store_true", help="print the pip command only")
+            continue
         elif verb in ("test", "eval", "export"):
             sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
         else:

@@ -78,6 +78,8 @@ class Predictions:
     index: np.ndarray
     preds: np.ndarray
     target: np.ndarray
+    sentence: np.ndarray | None = None
+    """Token classification: the test sentence each word (sample) belongs to."""
 
     @classmethod
     def load(cls, path: Path) -> Predictions:
@@ -89,7 +91,7 @@ class Predictions:
             raise RunFolderError(f"{path}: no {', '.join(missing)} array; save index, preds and target")
         if len(arrays["target"]) == 0:
             raise RunFolderError(f"{path}: no test samples; test on a non-empty test split")
-        return cls(arrays["index"], arrays["preds"], arrays["target"])
+        return cls(arrays["index"], arrays["preds"], arrays["target"], arrays.get("sentence"))
 
 
 def require_same_samples(trained: Predictions, existing: Predictions, trained_at: str, existing_at: str) -> None:
@@ -119,10 +121,36 @@ def build_report(
         report["statistics"] = regression_statistics(trained, existing, scalar, cfg.comparison)
     else:
         classes = count_classes(cfg, test_results, trained, existing)
-        report["classes"] = class_names(cfg.comparison, classes, report["notes"])
+        labels = test_results.get("labels") if cfg.model.task == "token_classification" else None
+        names = (
+            cfg.comparison
+            if cfg.comparison.class_names or not labels
+            else cfg.comparison.model_copy(update={"class_names": labels})
+        )
+        report["classes"] = class_names(names, classes, report["notes"])
         report["per_class"] = per_class_table(trained, existing, report["classes"])
         average = "binary" if classes == 2 else cfg.metrics.average
         report["statistics"] = classification_statistics(trained, existing, scalar, classes, average, cfg.comparison)
+        if labels:
+            from dsf_dist.entities import token_report
+
+            token_report(report, trained, existing, labels, cfg.comparison)
+    report["gates"] = evaluate_gates(report, cfg.comparison)
+    return report
+
+
+def scalar_report(
+    cfg: DsfConfig, test_results: dict[str, Any], eval_results: dict[str, Any], names: tuple[str, str]
+) -> dict[str, Any]:
+    """Without per-sample predictions on both sides (a test_step that only logs its metrics): the seed's
+    comparison, differences and threshold gates; no intervals, McNemar or per-class table can be computed."""
+    comparison = Comparison(test_results, eval_results, cfg.metrics).compare()
+    report = comparison_report(comparison, cfg.comparison.primary_metric, *names)
+    report["notes"] = [
+        "No per-sample predictions (a test_step that logs its metrics instead of returning preds and target): "
+        "no confidence intervals, McNemar test or per-class table; logged metrics are as exact as the module's "
+        "own reduction across ranks."
+    ]
     report["gates"] = evaluate_gates(report, cfg.comparison)
     return report
 

@@ -13,20 +13,23 @@ import pytorch_lightning as pl
 import torch
 
 from dsf_dist import eval as existing
-from dsf_dist import io
+from dsf_dist import hf_task, io
 from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
-from dsf_dist.compare import Predictions, build_report, require_same_samples
+from dsf_dist.compare import Predictions, build_report, require_same_samples, scalar_report
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
 from dsf_dist.config.schema import ModelConfig
 from dsf_dist.data import Splits, split_dataset
 from dsf_dist.data.datamodule import DataModule
 from dsf_dist.data.digits import digits
-from dsf_dist.errors import ConfigError
+from dsf_dist.entities import entity_scores, to_words
+from dsf_dist.errors import ConfigError, DsfError
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
+from dsf_dist.loggers import attach_comparison
 from dsf_dist.metrics import score
 from dsf_dist.models.plmodel import PlModel
+from dsf_dist.models.units import top_level_units, transformer_blocks, with_wrap_units
 from dsf_dist.reports import write_reports
 from dsf_dist.run_folder import RunFolder, best_checkpoint, name_run
 from dsf_dist.strategy.checks import check_model
@@ -70,6 +73,8 @@ class Main:
         """Train / val / test datasets; seeded, so every process and every later test sees the same split."""
         if self._splits is None and self.cfg.data.datamodule:
             self._splits = splits_of(self.create_data_module())
+        if self._splits is None and self.tokens:
+            self._splits = hf_task.splits(self.cfg)
         if self._splits is None:
             data = self.cfg.data
             make = digits if data.dataset == "digits" else load_object(data.dataset, "data.dataset")
@@ -81,14 +86,17 @@ class Main:
     def create_data_module(self) -> pl.LightningDataModule:
         if self.cfg.data.datamodule:
             return load_object(self.cfg.data.datamodule, "data.datamodule")(**self.cfg.data.datamodule_kwargs)
-        splits = self.split()
-        return DataModule(splits.train, splits.val, splits.test, self.cfg.data.batch_size, self.cfg.data.num_workers)
+        splits, data = self.split(), self.cfg.data
+        collate = hf_task.collate(self.cfg) if self.tokens else None
+        return DataModule(splits.train, splits.val, splits.test, data.batch_size, data.num_workers, collate)
 
     def define_model(self, model: ModelConfig | None = None) -> pl.LightningModule:
         """The LightningModule of `model` (default: this config's model section)."""
         model = model or self.cfg.model
         if model.module:
             return load_object(model.module, "model.module")(**model.module_kwargs)
+        if self.tokens:
+            return hf_task.module(self.cfg, model.model_dump(mode="json"))
         input_size, output_size = self._sizes()
         return PlModel(model.model_dump(mode="json"), input_size, output_size)
 
@@ -98,7 +106,10 @@ class Main:
         path, the same on every rank. Everything that can be refused is checked before the run folder exists."""
         pl.seed_everything(self.cfg.run.seed, workers=True, verbose=False)
         model, data = self.define_model(), self.create_data_module()
+        self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         check_model(self.cfg, model)
+        if self.tokens:
+            hf_task.check_existing(self.cfg)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:
@@ -110,9 +121,12 @@ class Main:
         strategy; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
         model = self.define_model()
+        self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         load_into(model, model_path)
         out = self.run.results / "test_predictions.npz"
-        predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        logged = predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        if logged is not None:
+            return self._logged(logged, "test", {"model": str(model_path)}, type(model).__name__)
         return self._score(out, "test", {"model": str(model_path)})
 
     def execute_eval(self) -> dict[str, Any] | None:
@@ -122,7 +136,10 @@ class Main:
         if spec.kind == "none":
             return None
         if spec.kind in ("checkpoint", "previous", "pretrained"):
-            predict_test_set(self.cfg, self.run, self._existing_module(), self.create_data_module(), out)
+            module = self._existing_module()
+            logged = predict_test_set(self.cfg, self.run, module, self.create_data_module(), out)
+            if logged is not None:
+                return self._logged(logged, "eval", {"model": self.existing_model_name()}, type(module).__name__)
         elif self.env.is_rank_zero:
             existing.predict_with_callable(spec, self.split(), out)
         return self._score(out, "eval", {"model": self.existing_model_name()})
@@ -134,12 +151,18 @@ class Main:
         if not self.env.is_rank_zero or eval_results is None or not self.cfg.comparison.enabled:
             return None
         results = self.run.results
+        names = (test_results.get("model", "?"), self.existing_model_name())
+        if not (test_results.get("per_sample", True) and eval_results.get("per_sample", True)):
+            report = scalar_report(self.cfg, test_results, eval_results, names)
+            write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
+            attach_comparison(self.cfg, self.run, report)
+            return report
         trained = Predictions.load(results / "test_predictions.npz")
         existing = Predictions.load(results / "eval_predictions.npz")
         require_same_samples(trained, existing, "test_predictions.npz", "eval_predictions.npz")
-        names = (test_results.get("model", "?"), self.existing_model_name())
         report = build_report(self.cfg, test_results, eval_results, trained, existing, names)
         write_reports(results, report, [("trained", self.run.logs / "metrics.csv")])
+        attach_comparison(self.cfg, self.run, report)
         return report
 
     def execute(self) -> dict[str, Any] | None:
@@ -149,6 +172,17 @@ class Main:
         return self.compare(test_results, self.execute_eval())
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _wrap_units(self, model: pl.LightningModule) -> list[str]:
+        """FSDP units when the config names none: a transformer's blocks, or a user module's submodules."""
+        if self.tokens:
+            return transformer_blocks(model)
+        return top_level_units(model) if self.cfg.model.module else []
+
+    @property
+    def tokens(self) -> bool:
+        """The built-in Hugging Face token-classification task (not a user's own module or data module)."""
+        return self.cfg.model.task == "token_classification" and not self.cfg.model.module
+
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
         return spec.target if spec.kind == "callable" else spec.path or "none"
@@ -157,13 +191,15 @@ class Main:
         """The existing model with its weights: a pretrained folder and a PlModel .ckpt bring their own
         architecture; other checkpoints take this config's."""
         spec = self.cfg.existing_model
+        if spec.kind == "pretrained" and self.tokens:
+            return hf_task.existing_module(self.cfg)
         if spec.kind == "pretrained":
             model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
             load_into(model, Path(spec.path) / WEIGHTS_FILE)
             return model
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = self.define_model()
-        if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:
+        if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module and not self.tokens:
             hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
             model = PlModel(**hparams) if hparams else model
         load_into(model, path)
@@ -172,14 +208,36 @@ class Main:
     def _best_checkpoint(self) -> str:
         return best_checkpoint(self.run)
 
+    def _logged(self, logged: dict[str, float], name: str, extra: dict[str, Any], module: str) -> dict[str, Any]:
+        """The configured metrics as a test_step logged them (as `accuracy` or `test_accuracy`)."""
+        wanted = [m for m, on in self.cfg.metrics.model_dump().items() if on is True]
+        found = {m: logged.get(f"test_{m}", logged.get(m)) for m in wanted}
+        found = {m: value for m, value in found.items() if value is not None}
+        if not found:
+            raise DsfError(
+                f"{module}.test_step neither returns {{'preds': ..., 'target': ...}} nor logs any of "
+                f"{', '.join('test_' + m for m in wanted)}; return predictions or log the metrics"
+            )
+        if not self.env.is_rank_zero:
+            return {}
+        results = {**extra, **found, "per_sample": False}
+        io.write_json(self.run.results / f"{name}.json", results)
+        return results
+
     def _score(self, predictions: Path, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_rank_zero:
             return {}
+        if self.tokens:
+            to_words(predictions)
         arrays = io.read_arrays(predictions)
         results = {
             **extra,
             **score(arrays["preds"], arrays["target"], self.cfg.model.task, self.cfg.metrics, self._num_classes()),
         }
+        if self.tokens:
+            results["labels"] = hf_task.labels(self.cfg)
+            if self.cfg.metrics.entity_f1:
+                results.update(entity_scores(arrays, results["labels"]))
         io.write_json(self.run.results / f"{name}.json", results)
         return results
 
@@ -187,6 +245,8 @@ class Main:
         """Fixed for both models, so a class missing from the test split still gets its matrix row."""
         if self.cfg.model.num_classes or self.cfg.model.task == "regression":
             return self.cfg.model.num_classes
+        if self.tokens:
+            return len(hf_task.labels(self.cfg))
         return self._sizes()[1]
 
     def _sizes(self) -> tuple[int, int]:

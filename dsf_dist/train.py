@@ -7,7 +7,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import CSVLogger
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
@@ -18,6 +17,7 @@ from dsf_dist.hooks.rng import RNGState
 from dsf_dist.hooks.throughput import ThroughputMonitor
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
+from dsf_dist.loggers import RecordConfig, build_loggers
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
 
@@ -26,11 +26,13 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
     """One Trainer recipe for fit and for test; test trainers log nothing and save nothing."""
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks = [*callbacks, ProgressBar()]
+    if fit:
+        callbacks = [*callbacks, RecordConfig(cfg, run)]
     return pl.Trainer(
         **{"profiler": NoProfiler(), **cfg.trainer},
         strategy=build_strategy(cfg.strategy, cfg.trainer),
         callbacks=callbacks,
-        logger=CSVLogger(run.logs, name="", version="") if fit else False,
+        logger=build_loggers(cfg, run) if fit else False,
         enable_checkpointing=fit,
         default_root_dir=run.root,
         plugins=cluster_environment(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,13 @@ from dsf_dist.strategy.checks import check_config
 
 
 def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = (), output_root: str | None = None
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    output_root: str | None = None,
+    check_machine: bool = True,
 ) -> DsfConfig:
-    """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate."""
+    """Read the YAML file (None: the embedded default), apply `key.path=value` overrides, validate; with
+    check_machine, also against this machine (files, devices, installed packages)."""
     raw = read_yaml(path) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
@@ -32,8 +37,11 @@ def load_config(
     except ValidationError as err:
         raise ConfigError(describe(err, source=path)) from None
     check_trainer(cfg.trainer)
+    if not check_machine:
+        return cfg
     check_files(cfg)
     check_config(cfg)
+    check_logger_packages(cfg)
     return cfg
 
 
@@ -58,10 +66,21 @@ def check_files(cfg: DsfConfig) -> None:
         )
     folder = Path(cfg.existing_model.path or ".")
     missing = [name for name in ("model.safetensors", "config.yaml") if not (folder / name).is_file()]
+    if cfg.model.task == "token_classification" and (folder / "config.json").is_file():
+        missing = []  # a Hugging Face folder (save_pretrained), loaded with from_pretrained
     if cfg.existing_model.kind == "pretrained" and missing:
         raise ConfigError(
             f"existing_model.path: {folder} has no {' or '.join(missing)}; give a folder `dsf export` wrote"
         )
+
+
+def check_logger_packages(cfg: DsfConfig) -> None:
+    """A logger whose package is missing is refused before any run folder exists."""
+    for name, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        if name in cfg.logging.loggers and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"logging.loggers: {name} needs the {package} package; run `dsf install-trainer-packages loggers`"
+            )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

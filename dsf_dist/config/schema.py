@@ -52,8 +52,11 @@ class ModelConfig(Section):
     """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for your LightningModule."""
-    task: Literal["classification", "regression"] = "classification"
-    """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE."""
+    task: Literal["classification", "regression", "token_classification"] = "classification"
+    """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE;
+    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra)."""
+    pretrained: str | None = None
+    """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer)."""
     input_size: int | None = Field(None, ge=1)
     """Features per sample; None takes it from the data set."""
     num_classes: int | None = Field(None, ge=2)
@@ -124,6 +127,8 @@ class MetricsConfig(Section):
     """Regression tasks."""
     mae: bool = False
     """Regression tasks."""
+    entity_f1: bool = True
+    """token_classification only: entity-level F1 (exact span and type match, as seqeval's default mode)."""
     average: Literal["macro", "micro", "weighted"] = "macro"
     """How precision, recall and f1 average over classes (accuracy is always the share of correct samples)."""
 
@@ -345,6 +350,24 @@ class RunConfig(Section):
         return value
 
 
+class LoggingConfig(Section):
+    """Experiment loggers of the training run; rank zero alone writes, so a job is one run in each."""
+
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
+    """csv: logs/metrics.csv (the reports' training curves); tensorboard: logs/tensorboard/; mlflow: a run in
+    mlflow_tracking_uri. Each gets the resolved config and, after the comparison, its results."""
+    mlflow_tracking_uri: str | None = None
+    """None: a local file store in the run folder (file:<run>/mlruns); or e.g. http://127.0.0.1:5000."""
+    mlflow_experiment: str = "dsf"
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a logger is listed twice; list each of csv, tensorboard, mlflow once")
+        return value
+
+
 class RayConfig(Section):
     """Ray Train, for `python -m dsf_dist.launchers.ray` (e.g. under `ray job submit`); `dsf run` ignores it.
 
@@ -434,7 +457,21 @@ class DsfConfig(Section):
     existing_model: ExistingModelConfig = Field(default_factory=ExistingModelConfig)
     comparison: ComparisonConfig = Field(default_factory=ComparisonConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
     callbacks: list[CallbackConfig] = Field(default_factory=list)
     """Your own Lightning callbacks, added after dsf's (checkpoint, preemption, throughput)."""
+
+    @model_validator(mode="after")
+    def _token_task(self) -> DsfConfig:
+        if self.model.task != "token_classification" or self.model.module:
+            return self
+        if not self.model.pretrained:
+            raise ValueError("model.task is token_classification but model.pretrained is empty; set a model folder")
+        if self.existing_model.kind == "callable":
+            raise ValueError(
+                "existing_model.kind: callable does not apply to token_classification; "
+                "set kind to pretrained (a model folder), checkpoint, previous or none"
+            )
+        return self

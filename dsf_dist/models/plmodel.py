@@ -79,20 +79,24 @@ class PlModel(pl.LightningModule):
         return {"preds": preds.detach(), "target": target.detach()}
 
     def configure_optimizers(self) -> Any:
-        opt = self.config.optimizer
-        params = self.parameters()
-        if opt.name == "sgd":
-            optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-        else:
-            optimizer_class = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-            optimizer = optimizer_class(params, lr=opt.lr, weight_decay=opt.weight_decay)
-        sched = self.config.scheduler
-        if sched.name == "none":
-            return optimizer
-        if sched.name == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(self.trainer.max_epochs or 1, 1)
-            )
-        else:
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimizers(self.config, self.parameters(), self.trainer)
+
+
+def configure_optimizers(config: ModelConfig | dict[str, Any], params: Any, trainer: pl.Trainer | None) -> Any:
+    """Optimizer and scheduler from model.optimizer / model.scheduler; shared by the built-in modules."""
+    config = ModelConfig.model_validate(config) if isinstance(config, dict) else config
+    opt = config.optimizer
+    if opt.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    else:
+        optimizer_class = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    sched = config.scheduler
+    if sched.name == "none":
+        return optimizer
+    if sched.name == "cosine":
+        epochs = trainer.max_epochs if trainer is not None else None
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs or 1, 1))
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched.step_size, gamma=sched.gamma)
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}

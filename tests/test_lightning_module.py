@@ -1,0 +1,69 @@
+"""A stock LightningModule and LightningDataModule (tests/user_project.py, tests/user_logged.py) under a sharded
+strategy, and one whose test_step logs its metrics instead of returning predictions. (Under ddp_spawn the same
+pair runs in tests/test_loggers.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import dsf, results
+from sklearn.datasets import load_digits
+
+USER_PAIR = [
+    "--set",
+    "model.module=user_project:DigitsLitModule",
+    "--set",
+    "data.datamodule=user_project:DigitsDataModule",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_stock_module_under_fsdp_on_two_ranks(tmp_path):
+    done = dsf(
+        "run",
+        *USER_PAIR,
+        *["--set", "strategy.name=fsdp", "--set", "trainer.devices=2", "--set", "trainer.max_epochs=2"],
+        *["--set", "trainer.enable_progress_bar=false", "--set", "run.name=sharded", "--output", "runs"],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "sharded"
+    # Its steps call self.net(x), not self(x): sharded as its own unit, that submodule gathers its shards itself.
+    assert yaml.safe_load((run / "config.yaml").read_text())["strategy"]["fsdp"]["wrap_modules"] == ["Sequential"]
+    assert any(run.glob("checkpoints/last.ckpt/*.distcp"))
+    test, existing = results(run, "test"), results(run, "eval")
+    assert test["num_samples"] == existing["num_samples"] == 297  # every test sample once, over 2 ranks
+    assert test["accuracy"] > 0.7
+    report = json.loads((run / "results" / "comparison.json").read_text())
+    assert report["statistics"]["mcnemar"]["discordant"] >= 0 and report["num_samples"] == 297
+
+
+@pytest.mark.slow
+def test_a_module_that_only_logs_its_metrics_is_compared_on_them(tmp_path):
+    done = dsf(
+        "run",
+        *[
+            "--set",
+            "model.module=user_logged:LoggingDigitsModule",
+            "--set",
+            "data.datamodule=user_project:DigitsDataModule",
+        ],
+        *["--set", "existing_model.target=user_logged:constant_predictions", "--set", "trainer.max_epochs=2"],
+        *["--set", "comparison.min_absolute={accuracy: 0.0}", "--set", "trainer.enable_progress_bar=false"],
+        *["--set", "run.name=logged", "--output", "runs"],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "logged"
+    test, existing = results(run, "test"), results(run, "eval")
+    assert test["per_sample"] is False and set(test) == {"model", "accuracy", "per_sample"}
+    assert not (run / "results" / "test_predictions.npz").exists()
+    zeros = (load_digits().target[1500:] == 0).mean()  # the user's test split, and an existing model that says 0
+    assert existing["accuracy"] == pytest.approx(zeros) and existing["num_samples"] == 297
+    report = json.loads((run / "results" / "comparison.json").read_text())
+    assert report["comparison"]["accuracy"] == {"trained": test["accuracy"], "eval": existing["accuracy"]}
+    assert report["gates"]["passed"] and "statistics" not in report
+    assert "No per-sample predictions" in report["notes"][0]
