@@ -14,6 +14,7 @@ from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callba
 from dsf_dist.hooks.memory import MemoryReport
 from dsf_dist.hooks.preemption import Preemption, TrainingLog
 from dsf_dist.hooks.rng import RNGState
+from dsf_dist.hooks.watchdog import Watchdog
 from dsf_dist.launch.environment import resolve
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
@@ -23,6 +24,7 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
     """One Trainer recipe for fit and for test; test trainers log nothing and save nothing."""
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks = [*callbacks, RichProgressBar(leave=True)]
+    callbacks = [*callbacks, Watchdog(cfg.strategy.timeouts, run.logs)]  # last: its step deadline covers the others
     return pl.Trainer(
         **cfg.trainer,
         strategy=build_strategy(cfg.strategy, cfg.trainer),
