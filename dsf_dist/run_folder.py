@@ -55,7 +55,12 @@ class RunFolder:
         if cfg.run.resume == "auto" and self.config.is_file():
             if write:  # the config this run now continues under; re-run ranks read it from here
                 write_text(self.config, dump(cfg))
-            return resumable(last)
+            found = resumable(last)
+            if found is not None:
+                from dsf_dist.checkpoints import check_resumable  # torch: not for the CLI's early checks
+
+                check_resumable(Path(found))
+            return found
         if write:
             self.create(cfg)
         return None
