@@ -66,14 +66,27 @@ def in_group(pgid: int) -> list[int]:
     return alive
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, job: subprocess.Popen | None = None, poll: float = 0.01
+) -> object:
+    """Poll until `condition()` is true; fail at the timeout, or at once if `job` ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.01)
+        if job is not None and job.poll() is not None:
+            raise AssertionError(f"the job ended (exit {job.returncode}) before {what}")
+        time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def staging(run: Path) -> bool:
+    """A checkpoint is being written: its staging copy (dsf_dist/hooks/preemption.py) exists."""
+    try:
+        return any(name.endswith(".partial") for name in os.listdir(run / "checkpoints"))
+    except OSError:
+        return False
 
 
 def kill_group(job: subprocess.Popen) -> None:

@@ -58,6 +58,7 @@ class Watchdog(Callback):
         self.rank, self.local_rank = env.rank, env.local_rank
         self._child_of_rank_zero = False
         self._rank_offset = 0
+        self._stage_phase = "train_step"
         self._deadline: tuple[str, float] | None = None
         self._watching = threading.Event()
         self._failing = threading.Lock()
@@ -86,9 +87,12 @@ class Watchdog(Callback):
                 self.arm(before[0])
 
     # -- Lightning hooks -----------------------------------------------------------------------------------
+    # While a trainer runs some phase is always armed: a hang between batches (an epoch-end metric sync, a
+    # barrier) is caught by the deadline of the phase that comes next.
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._learn(trainer)
-        self.disarm()
+        self._stage_phase = "train_step" if stage == "fit" else "test"
+        self.arm(self._stage_phase)
 
     def _learn(self, trainer: pl.Trainer) -> None:
         """This rank and its peers, once the strategy knows them (at setup, or at a failure before it)."""
@@ -111,6 +115,9 @@ class Watchdog(Callback):
         self.arm("train_step")
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.arm("train_step")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.disarm()
 
     # Validation and test batches, and the gather after the last one, share the test deadline.
@@ -121,7 +128,7 @@ class Watchdog(Callback):
         self.arm("test")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.disarm()
+        self.arm(self._stage_phase)
 
     def on_test_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self.arm("test")
