@@ -92,6 +92,16 @@ def check_resumable(path: Path) -> None:
         raise unreadable(path, kind, err) from None
 
 
+def load_lightning_file(path: str | Path) -> dict:
+    """A Lightning .ckpt file's whole dict (hyper-parameters included), weights-only; bad files are one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:
+        raise unreadable(Path(path), "lightning", err) from None
+
+
 def _load_distcp(path: Path) -> dict:
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 

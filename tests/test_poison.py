@@ -122,6 +122,14 @@ def test_the_cli_refuses_poison_in_one_line_without_a_traceback(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"dsf: error: {checkpoint}:"), done.stderr
     assert not marker.exists() and not (run / "export").exists()
+    # The existing model named by the config: its hyper-parameters are read weights-only too.
+    (run / "config.yaml").write_text(
+        dump(load_config(overrides=["existing_model.kind=checkpoint", f"existing_model.path={path}"]))
+    )
+    done = dsf("eval", str(run), cwd=tmp_path, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "refused" in lines[0], done.stderr
+    assert not marker.exists()
 
 
 def fake_srun(folder: Path) -> Path:

@@ -62,6 +62,7 @@ class Watchdog(Callback):
         self._deadline: tuple[str, float] | None = None
         self._watching = threading.Event()
         self._failing = threading.Lock()
+        self._closed = False  # this trainer is done: its thread ends
         self.arm("init")  # from now until setup(): Lightning creates the process group in between
         threading.Thread(target=self._watch, name="dsf-watchdog", daemon=True).start()
 
@@ -109,6 +110,7 @@ class Watchdog(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Between trainers (and once the last one is done) a peer may exit normally before this rank does.
         self._watching.clear()
+        self._closed = True
         self.disarm()
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
@@ -154,7 +156,7 @@ class Watchdog(Callback):
 
     # -- the thread ----------------------------------------------------------------------------------------
     def _watch(self) -> None:
-        while True:
+        while not self._closed:
             time.sleep(POLL_S)
             if not self._watching.is_set():
                 continue
