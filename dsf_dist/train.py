@@ -24,7 +24,8 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
     """One Trainer recipe for fit and for test; test trainers log nothing and save nothing."""
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks = [*callbacks, RichProgressBar(leave=True)]
-    callbacks = [*callbacks, Watchdog(cfg.strategy.timeouts, run.logs)]  # last: its step deadline covers the others
+    watchdog = Watchdog(cfg.strategy.timeouts, run.logs, spawn=cfg.strategy.name == "ddp_spawn")
+    callbacks = [*callbacks, watchdog]  # last: its step deadline covers the other callbacks' work
     return pl.Trainer(
         **cfg.trainer,
         strategy=build_strategy(cfg.strategy, cfg.trainer),

@@ -51,7 +51,9 @@ def record_collectives() -> None:
 
 
 class Watchdog(Callback):
-    def __init__(self, timeouts: PhaseTimeouts, logs: Path) -> None:
+    def __init__(self, timeouts: PhaseTimeouts, logs: Path, spawn: bool = False) -> None:
+        """spawn: ranks are spawned from this process (ddp_spawn), which then only waits for them (torch's
+        multiprocessing ends the others when one fails), so it watches nothing itself; each rank does."""
         record_collectives()
         env = resolve()
         self.timeouts, self.logs = timeouts, logs
@@ -60,11 +62,24 @@ class Watchdog(Callback):
         self._rank_offset = 0
         self._stage_phase = "train_step"
         self._deadline: tuple[str, float] | None = None
+        self._start(watch=not spawn)
+
+    def _start(self, watch: bool) -> None:
         self._watching = threading.Event()
         self._failing = threading.Lock()
-        self._closed = False  # this trainer is done: its thread ends
+        self._closed = not watch  # True: no thread (or this trainer is done: its thread ends)
+        if not watch:
+            return
         self.arm("init")  # from now until setup(): Lightning creates the process group in between
         threading.Thread(target=self._watch, name="dsf-watchdog", daemon=True).start()
+
+    # ddp_spawn pickles the trainer, callbacks included, into each rank: each rank starts its own thread.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_watching", "_failing", "_closed")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._start(watch=True)
 
     # -- phases --------------------------------------------------------------------------------------------
     def arm(self, phase: str) -> None:
