@@ -207,7 +207,7 @@ class PhaseTimeouts(Section):
     rank then writes its stacks into <run>/logs/ and the job ends, naming it (dsf_dist/hooks/watchdog.py)."""
 
     init_s: float = Field(600, gt=0)
-    """From building the trainer to the process group being up: every rank must have started by then."""
+    """From building the trainer until every rank has started, joined the process group and set up its data."""
     train_step_s: float = Field(600, gt=0)
     """One training step, with its gradient all-reduce."""
     checkpoint_s: float = Field(1800, gt=0)
