@@ -109,6 +109,7 @@ def test_a_truncated_checkpoint_is_one_line(tmp_path, make):
     assert "\n" not in message and str(path) in message and ("truncated or damaged" in message or "refused" in message)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_poison_in_one_line_without_a_traceback(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
