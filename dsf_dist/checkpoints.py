@@ -9,6 +9,8 @@ Formats, told apart by their layout:
 
 from __future__ import annotations
 
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -49,8 +51,55 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return _state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except DsfError:
         raise
-    except Exception as err:  # a truncated or foreign file: say which, in one line
-        raise DsfError(f"{path}: cannot read this {kind} checkpoint ({type(err).__name__}: {err})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # a truncated, foreign or poisoned file: say which, in one line
+        # (torch.distributed.checkpoint's CheckpointException derives from BaseException)
+        raise unreadable(path, kind, err) from None
+
+
+def unreadable(path: Path, kind: str, err: BaseException) -> DsfError:
+    """One line for a checkpoint that cannot be loaded; torch's own messages run to a dozen lines."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"GLOBAL [\w.]+", text)
+        return DsfError(
+            f"{path}: refused: the checkpoint holds Python objects besides tensors"
+            f"{f' ({found.group(0)})' if found else ''}, and loading them could run code; dsf loads checkpoints "
+            "weights-only and has no opt-out: re-save the weights (a state_dict of tensors) from code you trust"
+        )
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return DsfError(
+        f"{path}: cannot read this {kind} checkpoint, it is truncated or damaged ({type(err).__name__}: {first}); "
+        "use another checkpoint of the run"
+    )
+
+
+def check_resumable(path: Path) -> None:
+    """Before a resume: the checkpoint is whole and holds only tensors, so fit fails here in one line rather than
+    inside Lightning. A file is opened memory-mapped (its tensors are not read); a folder's parts must exist."""
+    kind = checkpoint_format(path)
+    try:
+        if kind == "lightning":
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        elif kind == "deepspeed":
+            tag = (path / "latest").read_text().strip()
+            if not any((path / tag).glob("*model_states.pt")):
+                raise FileNotFoundError(f"{path / tag}: no *model_states.pt")
+        elif not (path / ".metadata").is_file():
+            raise FileNotFoundError(f"{path / '.metadata'} missing")
+    except Exception as err:
+        raise unreadable(path, kind, err) from None
+
+
+def load_lightning_file(path: str | Path) -> dict:
+    """A Lightning .ckpt file's whole dict (hyper-parameters included), weights-only; bad files are one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:
+        raise unreadable(Path(path), "lightning", err) from None
 
 
 def _load_distcp(path: Path) -> dict:

@@ -9,6 +9,10 @@ class DsfError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        # One line, whatever the user's value held (a name or a path with a newline in it).
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class ConfigError(DsfError):
     """A bad config file, key, value or override; refused before anything is written."""

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from dsf_dist import eval as existing
 from dsf_dist import hf_task, io
-from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
+from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into, load_lightning_file
 from dsf_dist.compare import Predictions, build_report, require_same_samples, scalar_report
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.config.loader import describe
@@ -200,7 +199,7 @@ class Main:
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = self.define_model()
         if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module and not self.tokens:
-            hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
+            hparams = load_lightning_file(path).get("hyper_parameters")
             model = PlModel(**hparams) if hparams else model
         load_into(model, path)
         return model

@@ -55,15 +55,21 @@ class RunFolder:
         if cfg.run.resume == "auto" and self.config.is_file():
             if write:  # the config this run now continues under; re-run ranks read it from here
                 write_text(self.config, dump(cfg))
-            return resumable(last)
+            found = resumable(last)
+            if found is not None:
+                from dsf_dist.checkpoints import check_resumable  # torch: not for the CLI's early checks
+
+                check_resumable(Path(found))
+            return found
         if write:
-            self.create(cfg)
+            # A folder without config.yaml under resume=auto: a kill came between making it and writing the config.
+            self.create(cfg, exist_ok=cfg.run.resume == "auto")
         return None
 
-    def create(self, cfg: DsfConfig) -> None:
+    def create(self, cfg: DsfConfig, exist_ok: bool = False) -> None:
         """Rank zero only: make the folder and write the resolved config; refuse to reuse a run."""
         try:
-            self.root.mkdir(parents=True, exist_ok=False)
+            self.root.mkdir(parents=True, exist_ok=exist_ok)
         except FileExistsError:
             raise RunFolderError(
                 f"{self.root}: run folder already exists; choose another run.name or --output, or remove it"

@@ -15,6 +15,7 @@ from dsf_dist.hooks.preemption import Preemption, TrainingLog
 from dsf_dist.hooks.progress import NoProfiler, ProgressBar
 from dsf_dist.hooks.rng import RNGState
 from dsf_dist.hooks.throughput import ThroughputMonitor
+from dsf_dist.hooks.watchdog import Watchdog
 from dsf_dist.imports import load_object
 from dsf_dist.launch.environment import resolve
 from dsf_dist.loggers import RecordConfig, build_loggers
@@ -28,6 +29,8 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
         callbacks = [*callbacks, ProgressBar()]
     if fit:
         callbacks = [*callbacks, RecordConfig(cfg, run)]
+    watchdog = Watchdog(cfg.strategy.timeouts, run.logs, spawn=cfg.strategy.name == "ddp_spawn")
+    callbacks = [*callbacks, watchdog]  # last: its step deadline covers the other callbacks' work
     return pl.Trainer(
         **{"profiler": NoProfiler(), **cfg.trainer},
         strategy=build_strategy(cfg.strategy, cfg.trainer),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,9 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     devices = trainer.get("devices")
     if isinstance(devices, int) and devices < 1 and devices != -1:
         raise ConfigError(f"trainer.devices: {devices} devices is impossible; use a count >= 1, or -1 for all")
+    # Lightning's own spellings: "auto", "-1", a count ("2") or device indices ("0,1"); anything else fails late.
+    if isinstance(devices, str) and not re.fullmatch(r"auto|-1|\d+|\d+(,\d*)+", devices.strip()):
+        raise ConfigError(f"trainer.devices: {devices!r} is not a device count; use a number, a list, or 'auto'")
 
 
 def dump(cfg: DsfConfig) -> str:

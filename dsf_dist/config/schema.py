@@ -207,12 +207,27 @@ class DeepSpeedOptions(Section):
         return self
 
 
+class PhaseTimeouts(Section):
+    """Seconds a phase may take on a rank before it is taken as hung (a rank lost or stuck in a collective): the
+    rank then writes its stacks into <run>/logs/ and the job ends, naming it (dsf_dist/hooks/watchdog.py)."""
+
+    init_s: float = Field(600, gt=0)
+    """From building the trainer until every rank has started, joined the process group and set up its data."""
+    train_step_s: float = Field(600, gt=0)
+    """One training step, with its gradient all-reduce."""
+    checkpoint_s: float = Field(1800, gt=0)
+    """Writing one checkpoint, all ranks (sharded strategies write a shard each)."""
+    test_s: float = Field(600, gt=0)
+    """One test or validation batch, and the gather of the predictions after the last one."""
+
+
 class StrategyConfig(Section):
     name: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = "auto"
     """auto: one process; ddp: one process per device (or per torchrun/SLURM task); ddp_spawn: spawned workers;
     fsdp / deepspeed: sharded data parallel, one process per device."""
     timeout_s: int = Field(600, ge=10)
     """Process-group timeout: a lost rank ends the job after this long instead of hanging (torch's is 1800 s)."""
+    timeouts: PhaseTimeouts = Field(default_factory=PhaseTimeouts)
     ddp: DDPOptions = Field(default_factory=DDPOptions)
     fsdp: FSDPOptions = Field(default_factory=FSDPOptions)
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)

@@ -24,6 +24,7 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,6 +35,8 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from dsf_dist.errors import DsfError
+from dsf_dist.hooks.watchdog import watchdog_of
 from dsf_dist.io import write_text
 from dsf_dist.launch import requeue
 from dsf_dist.run_folder import set_aside
@@ -61,20 +64,53 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         return path
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        target = Path(filepath)
+        watchdog = watchdog_of(trainer)
+        with watchdog.phase("checkpoint") if watchdog else nullcontext():
+            self._save_staged(trainer, Path(filepath))
+
+    def _save_staged(self, trainer: pl.Trainer, target: Path) -> None:
         staging = target.with_name(f".{target.name}.partial")
-        if trainer.is_global_zero:
-            remove(staging)  # a torn one from a crash; DeepSpeed would write into it
-        trainer.strategy.barrier()
-        trainer.save_checkpoint(staging, self.save_weights_only)  # every rank writes its part; ends in a barrier
-        if trainer.is_global_zero:
-            publish(staging, target)
+        try:
+            if trainer.is_global_zero:
+                remove(staging)  # a torn one from a crash; DeepSpeed would write into it
+            trainer.strategy.barrier()
+            trainer.save_checkpoint(staging, self.save_weights_only)  # every rank writes its part; ends in a barrier
+            if trainer.is_global_zero:
+                publish(staging, target)
+        except (OSError, RuntimeError) as err:
+            if not is_write_failure(err):
+                raise
+            # The previous checkpoint was never touched: only the staging copy is torn. The other ranks wait in
+            # the next collective and stop when this rank exits (dsf_dist/hooks/watchdog.py).
+            remove_quietly(staging)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:120]
+            raise CheckpointWriteError(
+                f"{target}: cannot write the checkpoint ({reason}); the previous checkpoints are kept. "
+                f"Free space in or make writable {target.parent}, then rerun with --resume"
+            ) from None
         trainer.strategy.barrier()
         self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        self._last_checkpoint_saved = str(target)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+
+class CheckpointWriteError(DsfError):
+    """A checkpoint could not be written (disk full, read-only or unwritable folder)."""
+
+
+WRITE_FAILURES = ("No space left", "file write failed", "Read-only file system", "Permission denied", "Disk quota")
+
+
+def is_write_failure(err: BaseException) -> bool:
+    # torch's zip writer and DeepSpeed report a failed write as a RuntimeError that carries the OS's words.
+    return isinstance(err, OSError) or any(sign in str(err) for sign in WRITE_FAILURES)
+
+
+def remove_quietly(path: Path) -> None:
+    with suppress(OSError):  # the same full or read-only disk: the torn copy stays, named .partial, never loaded
+        remove(path)
 
 
 def publish(staging: Path, target: Path) -> None:
