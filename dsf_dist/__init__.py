@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return Main
     if name == "Comparison":
-        from dsf_dist.compare import Comparison
+        from dsf_dist.comparison.report import Comparison
 
         return Comparison
     raise AttributeError(name)

@@ -131,7 +131,7 @@ def export(path: str | Path, out_dir: Path, config_yaml: str) -> Path:
     """Write out_dir/model.safetensors (contiguous fp32/bf16 tensors) and out_dir/config.yaml."""
     from safetensors.torch import save_file
 
-    from dsf_dist.io import atomic_target, write_text
+    from dsf_dist.files import atomic_target, write_text
 
     weights = {key: value.contiguous() for key, value in load_weights(path).items()}
     target = out_dir / WEIGHTS_FILE

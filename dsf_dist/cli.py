@@ -1,41 +1,16 @@
 """`dsf`: one function per verb. Nothing heavy is imported before a verb runs, so `dsf --help` is instant.
 
-The CLI is the only place that turns DsfError into an exit code (2 for config and run-folder errors).
+Exit codes and one-line errors come from dsf_dist/entry.py, which the Ray driver shares.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-EXIT_FAILED = 1
-EXIT_GATE_FAILED = 3  # the comparison ran, and the trained model failed a gate in config.comparison
-
-# Lightning warnings that say nothing to a dsf user: the test trainer leaves ModelCheckpoint out on
-# purpose, and the pytree notice is Lightning's own deprecation. Set in the environment so that
-# spawned and re-run workers inherit it.
-QUIET_WARNINGS = [
-    "ignore:Be aware that when using `ckpt_path`",
-    "ignore:`isinstance(treespec",
-    # On any machine with SLURM's client: dsf refuses the case it warns about (dsf_dist/launch/slurm.py).
-    "ignore:The `srun` command is available on your system but is not used",
-]
-
-
-def quiet_known_noise() -> None:
-    import logging
-    import os
-
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *QUIET_WARNINGS]))
-    for spec in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=re.escape(spec.partition(":")[2]))
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+from dsf_dist import entry
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -45,37 +20,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         return finished
     main = _new_run(args, cfg)
     report = main.execute()
-    code = 0 if report is None else _gate_exit_code(report)
-    if main.env.is_rank_zero:
-        from dsf_dist import io
-
-        io.write_json(main.run.done, {"exit_code": code})
-    if report is None:  # not rank zero, no existing model, or comparison disabled
+    if not main.env.is_rank_zero:
         return 0
-    from dsf_dist.reports import print_comparison
+    code = entry.record_finished(main.run, report)
+    if report is not None:  # None: no existing model, or the comparison disabled
+        from dsf_dist.comparison.render import print_comparison
 
-    print_comparison(report)
+        print_comparison(report)
     print(f"run folder: {main.run.root}")
     return code
 
 
 def _finished_run(cfg) -> int | None:
-    """With run.resume=auto, a run whose pipeline already finished (results/done.json) is not run again, e.g.
-    when SLURM restarts a job that had completed: its recorded exit code; None otherwise. No torch import."""
+    """The recorded exit code of a run that already finished under run.resume=auto (entry.finished_exit_code)."""
     if cfg.run.resume != "auto":
         return None
-    from dsf_dist import io
-    from dsf_dist.launch.environment import resolve
+    from dsf_dist.launchers.environment import resolve
     from dsf_dist.run_folder import RunFolder, name_run
 
     env = resolve()
     named = name_run(cfg, env)
     run = RunFolder(Path(named.run.output_root) / named.run.name)
-    if not run.done.is_file():
-        return None
-    if env.is_rank_zero:
-        print(f"run folder: {run.root} already finished ({run.done}); nothing to do")
-    return int(io.read_json(run.done).get("exit_code", 0))
+    return entry.finished_exit_code(run, named.run.resume, announce=env.is_rank_zero)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -105,9 +71,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.baseline is not None:
         return _compare_saved(args)
-    from dsf_dist import io
+    from dsf_dist import files
+    from dsf_dist.comparison.render import print_comparison
     from dsf_dist.errors import ConfigError, RunFolderError
-    from dsf_dist.reports import print_comparison
 
     if args.out is not None:
         raise ConfigError("--out: only for `dsf compare A B`; a single run's comparison is written to its results/")
@@ -116,19 +82,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     missing = [name for name in ("test.json", "eval.json") if not (results / name).is_file()]
     if missing:
         raise RunFolderError(f"{results}: {', '.join(missing)} missing; run `dsf test` and `dsf eval` on the run first")
-    report = main.compare(io.read_json(results / "test.json"), io.read_json(results / "eval.json"))
+    report = main.compare(files.read_json(results / "test.json"), files.read_json(results / "eval.json"))
     if report is None:
         return 0
     print_comparison(report)
     print(f"reports: {results}")
-    return _gate_exit_code(report)
+    return entry.gate_exit_code(report)
 
 
 def _compare_saved(args: argparse.Namespace) -> int:
     """`dsf compare A B`: A's saved test results as the trained model, B's as the existing one."""
-    from dsf_dist.compare import SavedResults, compare_saved, saved_config
+    from dsf_dist.comparison.render import print_comparison, write_reports
+    from dsf_dist.comparison.saved import SavedResults, compare_saved, saved_config
     from dsf_dist.errors import RunFolderError
-    from dsf_dist.reports import print_comparison, write_reports
 
     candidate, baseline = SavedResults.open(args.run_dir), SavedResults.open(args.baseline)
     report = compare_saved(candidate, baseline, saved_config(candidate, baseline, args.set))
@@ -140,11 +106,7 @@ def _compare_saved(args: argparse.Namespace) -> int:
         raise RunFolderError(f"{out}: cannot write the reports ({err.strerror}); choose a writable --out") from None
     print_comparison(report)
     print(f"reports: {out}")
-    return _gate_exit_code(report)
-
-
-def _gate_exit_code(report: dict) -> int:
-    return 0 if report.get("gates", {}).get("passed", True) else EXIT_GATE_FAILED
+    return entry.gate_exit_code(report)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -160,8 +122,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from dsf_dist.config import dump, load_config
+    from dsf_dist.tasks import task_for
 
     cfg = load_config(args.config, args.set, args.output)
+    task_for(cfg).check_config(cfg)
     print(
         f"config OK: {args.config or 'embedded default'}" if args.check else dump(cfg), end="\n" if args.check else ""
     )
@@ -185,10 +149,9 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
-    from dsf_dist.launch.checks import check_launch
+    from dsf_dist.launchers.registry import check_launch
 
-    overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
-    cfg = load_config(args.config, overrides, args.output)
+    cfg = load_config(args.config, entry.overrides(args), args.output)
     check_launch(cfg.trainer, cfg.strategy.name)
     return cfg
 
@@ -274,23 +237,13 @@ def parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
             sub.add_argument("--output", help="output root for run folders (sets run.output_root)")
-        sub.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)",
-        )
+        entry.add_set_argument(sub)
         if verb in ("test", "export"):
             sub.add_argument("--checkpoint", help="checkpoint of any strategy (default: the run's best)")
         if verb == "export":
             sub.add_argument("--out", help="output folder (default: RUN/export)")
         if verb in ("run", "train"):
-            sub.add_argument(
-                "--resume",
-                action="store_true",
-                help="continue the run folder's last checkpoint if it has one (sets run.resume=auto)",
-            )
+            entry.add_resume_argument(sub)
         if verb == "config":
             sub.add_argument("--check", action="store_true", help="validate only")
     return top
@@ -298,47 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return run_reporting_errors(lambda: VERBS[args.verb][0](args))
-
-
-def run_reporting_errors(action: Callable[[], int]) -> int:
-    """Run an entry point's work; turn what a user can fix into one stderr line and an exit code.
-    Shared by `dsf` and the Ray driver (dsf_dist/launchers/ray.py)."""
-    quiet_known_noise()
-    from dsf_dist.errors import DsfError
-    from dsf_dist.launch.requeue import Preempted
-
-    try:
-        return action()
-    except Preempted as stop:  # checkpoint saved, job requeued if it could be: see dsf_dist/hooks/preemption.py
-        if stop.message:
-            print(f"dsf: {stop.message}", file=sys.stderr)
-        return stop.exit_code
-    except DsfError as err:
-        print(f"dsf: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("dsf: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        # Lightning reports user mistakes (e.g. a checkpoint.monitor no step logs) as MisconfigurationException.
-        if type(err).__name__ != "MisconfigurationException":
-            raise
-        print(f"dsf: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        close_process_group()
-
-
-def close_process_group() -> None:
-    """Destroy the process group a verb left behind: DeepSpeed ZeRO-3 ranks abort at interpreter exit
-    (SIGABRT, exit 134) when it is still alive (FACTS.md)."""
-    if "torch" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    return entry.run_reporting_errors(lambda: VERBS[args.verb][0](args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import platform
 import shutil
 from dataclasses import dataclass
 
-from dsf_dist.config.schema import DsfConfig, StrategyConfig
+from dsf_dist.config.schema import DsfConfig
+from dsf_dist.config.strategy import StrategyConfig
 from dsf_dist.errors import ConfigError
 
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed")
@@ -128,8 +129,8 @@ def strategies(cfg: DsfConfig) -> list[Finding]:
 
 
 def _can_run(cfg: DsfConfig, name: str) -> tuple[bool, str, str]:
+    from dsf_dist.config.machine import check_strategy
     from dsf_dist.strategy import on_gpu
-    from dsf_dist.strategy.checks import check_config
 
     trainer = cfg.trainer
     gpu = on_gpu(trainer)
@@ -141,7 +142,7 @@ def _can_run(cfg: DsfConfig, name: str) -> tuple[bool, str, str]:
         return False, where, f"trainer.accelerator asks for a GPU and there is none: {CUDA_TORCH}, or set it to cpu"
     trial = cfg.model_copy(update={"strategy": StrategyConfig.model_construct(**{**dict(cfg.strategy), "name": name})})
     try:
-        check_config(trial)
+        check_strategy(trial)
     except ConfigError as err:
         return False, where, str(err)
     if gpu and name != "auto" and not dist.is_nccl_available():

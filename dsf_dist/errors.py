@@ -24,3 +24,17 @@ class RunFolderError(DsfError):
     """The run folder is missing, incomplete, or already taken."""
 
     exit_code = 2
+
+
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: stopped on purpose, a later run continues
+
+
+class Preempted(Exception):
+    """Not a mistake: training stopped at a step boundary after SIGUSR1/SIGTERM, with its checkpoint saved
+    (dsf_dist/hooks/preemption.py). `message` is the line for the user (rank zero only; None on the other ranks)."""
+
+    exit_code = EXIT_PREEMPTED
+
+    def __init__(self, message: str | None) -> None:
+        super().__init__(message or "preempted")
+        self.message = message

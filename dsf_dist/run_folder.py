@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsf_dist.config import DsfConfig, dump
-from dsf_dist.config.schema import SAFE_NAME
+from dsf_dist.config.base import SAFE_NAME
 from dsf_dist.errors import ConfigError, RunFolderError
-from dsf_dist.io import read_json, write_text
-from dsf_dist.launch.environment import Environment
+from dsf_dist.files import read_json, write_text
+from dsf_dist.launchers.environment import Environment
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,11 @@ def best_checkpoint(run: RunFolder) -> str:
 
 
 def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:
-    """Fill run.name if unset: '<dataset>-<job id>' under a launcher, else '<dataset>-<date>-<time>'."""
+    """Fill run.name if unset: '<data>-<job id>' under a launcher, else '<data>-<date>-<time>' (run_label)."""
     if cfg.run.name is not None:
         return cfg
-    dataset = cfg.data.dataset.rpartition(":")[2] or "run"
     if env.job_id:
-        name = f"{dataset}-{env.job_id}"
+        name = f"{run_label(cfg)}-{env.job_id}"
         if not SAFE_NAME.match(name) or ".." in name:
             raise ConfigError(
                 f"run.name: '{name}' (from the {env.launcher} job id) is not a safe folder name; "
@@ -120,10 +119,21 @@ def name_run(cfg: DsfConfig, env: Environment) -> DsfConfig:
             "set --set run.name=<name> (or torchrun --rdzv-id)"
         )
     else:
-        name = unused_name(Path(cfg.run.output_root), f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        name = unused_name(Path(cfg.run.output_root), dated_name(cfg))
     resolved = cfg.model_copy(deep=True)
     resolved.run.name = name
     return resolved
+
+
+def run_label(cfg: DsfConfig) -> str:
+    """What the default run name starts with: the data the run learns from, by the name its config gives it (a
+    data module's class, else the data set's function or built-in name), never a built-in name it does not use."""
+    source = cfg.data.datamodule or cfg.data.dataset
+    return source.rpartition(":")[2].rpartition(".")[2] or "run"
+
+
+def dated_name(cfg: DsfConfig) -> str:
+    return f"{run_label(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def unused_name(root: Path, base: str) -> str:

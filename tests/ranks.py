@@ -82,7 +82,7 @@ def wait_for(
 
 
 def staging(run: Path) -> bool:
-    """A checkpoint is being written: its staging copy (dsf_dist/hooks/preemption.py) exists."""
+    """A checkpoint is being written: its staging copy (dsf_dist/hooks/checkpoint.py) exists."""
     try:
         return any(name.endswith(".partial") for name in os.listdir(run / "checkpoints"))
     except OSError:

@@ -68,7 +68,7 @@ def mlp_killing_a_rank(
 def started_fresh() -> bool:
     """This worker group did not start from a reported checkpoint (called when the workers start). Outside a Ray
     Train worker (e.g. `dsf test` on the run folder afterwards) nothing is killed."""
-    from dsf_dist.launch.environment import resolve
+    from dsf_dist.launchers.environment import resolve
 
     if resolve().launcher != "ray":
         return False

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from dsf_dist.compare import Comparison, differences
+from dsf_dist.comparison.render import comparison_markdown
+from dsf_dist.comparison.report import Comparison, comparison_report, differences
 from dsf_dist.config.schema import MetricsConfig
-from dsf_dist.metrics import score
-from dsf_dist.reports import comparison_markdown, comparison_report
+from dsf_dist.tasks import score
 
 rng = np.random.default_rng(0)
 TARGET = rng.integers(0, 4, size=101)

@@ -1,4 +1,4 @@
-from dsf_dist.launch.environment import resolve
+from dsf_dist.launchers.environment import resolve
 
 
 def test_single_process():

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from conftest import dsf, only_run_folder, results
 
-from dsf_dist.compare import Predictions, build_report
+from dsf_dist.comparison.report import build_report
 from dsf_dist.config import load_config
 from dsf_dist.config.schema import MetricsConfig
 from dsf_dist.errors import ConfigError
-from dsf_dist.io import write_arrays, write_json
-from dsf_dist.metrics import score
+from dsf_dist.files import write_arrays, write_json
+from dsf_dist.scoring.predictions import Predictions
+from dsf_dist.tasks import score
 
 N, CLASSES = 400, 4
 TARGET = np.random.default_rng(0).integers(0, CLASSES, size=N)

@@ -14,9 +14,10 @@ import token_data
 import yaml
 from conftest import dsf, only_run_folder, results
 
-from dsf_dist.data.tokens import IGNORE, encode, label_names, read_sentences
-from dsf_dist.entities import entities
 from dsf_dist.errors import ConfigError
+from dsf_dist.tasks.token_classification.data import encode
+from dsf_dist.tasks.token_classification.entities import entities
+from dsf_dist.tasks.token_classification.sentences import IGNORE, label_names, read_sentences
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by the dsf subprocesses: a Hub lookup would fail the test
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
@@ -185,7 +186,7 @@ def test_fsdp_on_two_ranks_wraps_the_transformer_blocks_and_tests_exactly(projec
 
 def test_an_existing_model_with_another_tag_set_is_refused_before_training(project, monkeypatch):
     from dsf_dist.config import load_config
-    from dsf_dist.hf_task import check_existing
+    from dsf_dist.tasks.token_classification import check_existing
 
     monkeypatch.chdir(project)  # the config's paths are relative to where dsf runs
     cfg = load_config("tokens.yaml", ["existing_model.path=base"])

@@ -1,14 +1,16 @@
 """A stock LightningModule and LightningDataModule (tests/user_project.py, tests/user_logged.py) under a sharded
-strategy, and one whose test_step logs its metrics instead of returning predictions. (Under ddp_spawn the same
-pair runs in tests/test_loggers.py.)"""
+strategy, one whose test_step logs its metrics instead of returning predictions, and Lightning's own demo
+transformer, which has neither test_step nor validation_step (tests/user_transformer.py). (Under ddp_spawn the
+first pair runs in tests/test_loggers.py.)"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dsf, results
+from conftest import dsf, only_run_folder, results
 from sklearn.datasets import load_digits
 
 USER_PAIR = [
@@ -67,3 +69,35 @@ def test_a_module_that_only_logs_its_metrics_is_compared_on_them(tmp_path):
     assert report["comparison"]["accuracy"] == {"trained": test["accuracy"], "eval": existing["accuracy"]}
     assert report["gates"]["passed"] and "statistics" not in report
     assert "No per-sample predictions" in report["notes"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_module_without_test_step_is_refused_by_run_and_trained_by_train(tmp_path):
+    """`dsf run` would train, then fail to test: it refuses before the run folder exists. `dsf train` trains it
+    under FSDP on 2 ranks; with no validation_step nothing is monitored, so the best checkpoint is the last."""
+    demo = [
+        *[
+            "--set",
+            "model.module=user_transformer:DemoTransformer",
+            "--set",
+            "data.datamodule=user_transformer:TokenStream",
+        ],
+        *["--set", "strategy.name=fsdp", "--set", "trainer.devices=2", "--set", "trainer.max_epochs=1"],
+        *["--set", "trainer.enable_progress_bar=false", "--output", "runs"],
+    ]
+    refused = dsf("run", *demo, cwd=tmp_path)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-3000:]
+    assert "model.module: DemoTransformer has no test_step" in lines[0] and "`dsf train`" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+    trained = dsf("train", *demo, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = only_run_folder(tmp_path / "runs")
+    assert run.name.startswith("TokenStream-")  # named after the user's data, not the built-in digits
+    assert trained.stderr.count("has no validation_step") == 1
+    record = results(run, "train")
+    assert record["monitor"] is None and record["best_score"] is None and record["global_step"] == 2
+    best = Path(record["best_checkpoint"])
+    assert best.name == "epoch000-step000002.ckpt" and any(best.glob("*.distcp"))  # the newest, sharded

@@ -5,7 +5,7 @@ import pytest
 from conftest import REPO, dsf, only_run_folder, results
 
 from dsf_dist.config import load_config
-from dsf_dist.io import read_arrays
+from dsf_dist.files import read_arrays
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dsf_dist.config import load_config
-from dsf_dist.launch.environment import resolve
 from dsf_dist.launchers import ray as launcher
+from dsf_dist.launchers.environment import resolve
 
 DDP = ("strategy.name=ddp",)
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from dsf_dist.compare import Predictions, build_report
+from dsf_dist.comparison.render import comparison_markdown, write_reports
+from dsf_dist.comparison.report import build_report
 from dsf_dist.config import load_config
-from dsf_dist.metrics import score
-from dsf_dist.reports import comparison_markdown, write_reports
+from dsf_dist.scoring.predictions import Predictions
+from dsf_dist.tasks import score
 
 PNG = b"\x89PNG\r\n\x1a\n"
 METRICS_CSV = """epoch,step,train_loss_epoch,train_loss_step,val_acc,val_loss

@@ -18,11 +18,10 @@ import pytest
 import torch
 from conftest import REPO, results
 
-from dsf_dist.errors import ConfigError
-from dsf_dist.hooks import preemption
-from dsf_dist.launch.checks import check_launch
-from dsf_dist.launch.requeue import EXIT_PREEMPTED, after_checkpoint
-from dsf_dist.launch.slurm import job_to_requeue, tasks_on_each_node
+from dsf_dist.errors import EXIT_PREEMPTED, ConfigError
+from dsf_dist.hooks import checkpoint
+from dsf_dist.launchers.registry import check_launch
+from dsf_dist.launchers.slurm import after_checkpoint, job_to_requeue, tasks_on_each_node
 from dsf_dist.run_folder import resumable, set_aside
 
 SRUN_TASK = {
@@ -71,7 +70,7 @@ def test_torchrun_processes_must_match_the_config():
 def test_lightning_gets_slurm_without_auto_requeue_and_torchrun_even_inside_slurm(monkeypatch):
     from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
-    from dsf_dist.train import cluster_environment
+    from dsf_dist.launchers.registry import cluster_environment
 
     for key in [key for key in os.environ if key.startswith(("SLURM_", "TORCHELASTIC_"))]:
         monkeypatch.delenv(key)
@@ -108,7 +107,7 @@ def test_a_file_checkpoint_replaces_the_old_one_in_one_rename(tmp_path):
     target, staging = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.partial"
     target.write_text("old")
     staging.write_text("new")
-    preemption.publish(staging, target)
+    checkpoint.publish(staging, target)
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
@@ -118,7 +117,7 @@ def test_a_folder_checkpoint_interrupted_between_renames_still_resumes(tmp_path,
         (folder / "checkpoint").mkdir(parents=True)
         (folder / "checkpoint" / "model_states.pt").write_text(content)
         (folder / "latest").write_text("checkpoint")
-    preemption.publish(staging, target)
+    checkpoint.publish(staging, target)
     assert (target / "checkpoint" / "model_states.pt").read_text() == "new"
     assert not set_aside(target).exists() and not staging.exists()
 
@@ -132,9 +131,9 @@ def test_a_folder_checkpoint_interrupted_between_renames_still_resumes(tmp_path,
             raise KeyboardInterrupt("killed between the two renames")
         os.rename(source, destination)
 
-    monkeypatch.setattr(preemption.os, "replace", crash_on_second_rename)
+    monkeypatch.setattr(checkpoint.os, "replace", crash_on_second_rename)
     with pytest.raises(KeyboardInterrupt):
-        preemption.publish(staging, target)
+        checkpoint.publish(staging, target)
     assert not target.exists()  # the one moment without last.ckpt ...
     resume = Path(resumable(target))  # ... resume takes the complete previous one, never the staging copy
     assert resume == set_aside(target) and (resume / "checkpoint" / "model_states.pt").read_text() == "new"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from dsf_dist.stats import class_metrics, mcnemar, paired_bootstrap, regression_errors
+from dsf_dist.scoring.stats import class_metrics, mcnemar, paired_bootstrap, regression_errors
 
 NAMES = ("accuracy", "precision", "recall", "f1")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +11,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from dsf_dist.config.schema import DsfConfig, _default_trainer
+from dsf_dist.config.machine import check_against_machine
+from dsf_dist.config.schema import DsfConfig, default_trainer
 from dsf_dist.config.trainer_args import TRAINER_ARGS, TRAINER_ARGS_OWNED
 from dsf_dist.errors import ConfigError
-from dsf_dist.strategy.checks import check_config
 
 
 def load_config(
@@ -32,56 +31,15 @@ def load_config(
     if output_root is not None:
         raw.setdefault("run", {})["output_root"] = output_root
     if isinstance(raw.get("trainer"), dict):
-        raw["trainer"] = {**_default_trainer(), **raw["trainer"]}
+        raw["trainer"] = {**default_trainer(), **raw["trainer"]}
     try:
         cfg = DsfConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(describe(err, source=path)) from None
     check_trainer(cfg.trainer)
-    if not check_machine:
-        return cfg
-    check_files(cfg)
-    check_config(cfg)
-    check_logger_packages(cfg)
+    if check_machine:
+        check_against_machine(cfg)
     return cfg
-
-
-def check_files(cfg: DsfConfig) -> None:
-    """Files the config names must exist now, not hours later on the cluster."""
-    named = {
-        "data.path": cfg.data.path,
-        "data.test_path": cfg.data.test_path,
-        "strategy.deepspeed.config": cfg.strategy.deepspeed.config,
-    }
-    if cfg.existing_model.kind in ("checkpoint", "previous", "pretrained"):
-        named["existing_model.path"] = cfg.existing_model.path
-    for key, value in named.items():
-        if value is not None and not Path(value).exists():
-            raise ConfigError(
-                f"{key}: {value} does not exist; fix the path (relative paths start at the working folder)"
-            )
-    record = Path(cfg.existing_model.path or ".") / "results" / "train.json"
-    if cfg.existing_model.kind == "previous" and not record.is_file():
-        raise ConfigError(
-            f"existing_model.path: {record} missing; give a run folder that `dsf train` or `dsf run` made"
-        )
-    folder = Path(cfg.existing_model.path or ".")
-    missing = [name for name in ("model.safetensors", "config.yaml") if not (folder / name).is_file()]
-    if cfg.model.task == "token_classification" and (folder / "config.json").is_file():
-        missing = []  # a Hugging Face folder (save_pretrained), loaded with from_pretrained
-    if cfg.existing_model.kind == "pretrained" and missing:
-        raise ConfigError(
-            f"existing_model.path: {folder} has no {' or '.join(missing)}; give a folder `dsf export` wrote"
-        )
-
-
-def check_logger_packages(cfg: DsfConfig) -> None:
-    """A logger whose package is missing is refused before any run folder exists."""
-    for name, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
-        if name in cfg.logging.loggers and importlib.util.find_spec(package) is None:
-            raise ConfigError(
-                f"logging.loggers: {name} needs the {package} package; run `dsf install-trainer-packages loggers`"
-            )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -8,23 +8,13 @@ written-out form and a test keeps the two equal.
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _import_path(value: str | None) -> str | None:
-    if value is not None and not IMPORT_PATH.match(value):
-        raise ValueError(f"'{value}' is not an import path; write it as 'package.module:name'")
-    return value
+from dsf_dist.config.base import IMPORT_PATH, SAFE_NAME, Section, import_path
+from dsf_dist.config.metrics import GATEABLE
+from dsf_dist.config.strategy import StrategyConfig
 
 
 class OptimizerConfig(Section):
@@ -64,7 +54,7 @@ class ModelConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
-    _check_module = field_validator("module")(_import_path)
+    _check_module = field_validator("module")(import_path)
 
     @field_validator("network")
     @classmethod
@@ -104,7 +94,7 @@ class DataConfig(Section):
     """Per rank."""
     num_workers: int = Field(0, ge=0)
 
-    _check_paths = field_validator("datamodule")(_import_path)
+    _check_paths = field_validator("datamodule")(import_path)
 
     @model_validator(mode="after")
     def _test_source(self) -> DataConfig:
@@ -151,105 +141,6 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
-class DDPOptions(Section):
-    """torch DistributedDataParallel options (also used by ddp_spawn)."""
-
-    find_unused_parameters: bool = False
-    static_graph: bool = False
-    gradient_as_bucket_view: bool = False
-    bucket_cap_mb: float = Field(25, gt=0)
-
-
-class FSDPOptions(Section):
-    """Fully sharded data parallel. GPU: Lightning's FSDPStrategy; CPU: FSDP2 (fully_shard) on gloo."""
-
-    sharding: Literal["full", "grad_op", "hybrid", "none"] = "full"
-    """full: params, grads, optimizer state sharded; grad_op: params kept whole between forward and backward;
-    hybrid: shard within a node, replicate across nodes; none: replicate (DDP-like)."""
-    wrap_modules: list[str] = Field(default_factory=list)
-    """Class names of submodules sharded as their own unit (e.g. a transformer block); the root always is."""
-    wrap_min_params: int | None = Field(None, ge=1)
-    """Alternatively: shard as a unit every submodule with at least this many parameters."""
-    activation_checkpointing: list[str] = Field(default_factory=list)
-    """Class names of submodules whose activations are recomputed in backward instead of stored."""
-    cpu_offload: bool = False
-    """Keep parameters (and gradients) on the CPU between uses (GPU only; on CPU they are there anyway)."""
-    state_dict: Literal["sharded", "full"] = "sharded"
-    """Checkpoint format: a folder of per-rank shards (fast, any world size via `dsf export`) or one full file."""
-    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
-    """Parameter dtype in forward/backward; gradients are reduced and the optimizer steps in fp32."""
-
-    @model_validator(mode="after")
-    def _one_wrap_policy(self) -> FSDPOptions:
-        if self.wrap_modules and self.wrap_min_params:
-            raise ValueError("set wrap_modules or wrap_min_params, not both")
-        return self
-
-
-class DeepSpeedOptions(Section):
-    """DeepSpeed ZeRO. GPU: Lightning's DeepSpeedStrategy; CPU: the same engine on DeepSpeed's CPU accelerator."""
-
-    stage: Literal[1, 2, 3] = 2
-    """1: optimizer state sharded; 2: + gradients; 3: + parameters."""
-    offload_optimizer: Literal["none", "cpu", "nvme"] = "none"
-    offload_parameters: Literal["none", "cpu", "nvme"] = "none"
-    """Stage 3 only."""
-    nvme_path: str = "/local_nvme"
-    allgather_bucket_size: int = Field(200_000_000, ge=1)
-    reduce_bucket_size: int = Field(200_000_000, ge=1)
-    config: str | None = None
-    """A DeepSpeed JSON/YAML config for everything else; its keys win over the ones above."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DeepSpeedOptions:
-        if self.offload_parameters != "none" and self.stage != 3:
-            raise ValueError(f"offload_parameters needs stage 3 (stage is {self.stage}); set stage: 3")
-        return self
-
-
-class PhaseTimeouts(Section):
-    """Seconds a phase may take on a rank before it is taken as hung (a rank lost or stuck in a collective): the
-    rank then writes its stacks into <run>/logs/ and the job ends, naming it (dsf_dist/hooks/watchdog.py)."""
-
-    init_s: float = Field(600, gt=0)
-    """From building the trainer until every rank has started, joined the process group and set up its data."""
-    train_step_s: float = Field(600, gt=0)
-    """One training step, with its gradient all-reduce."""
-    checkpoint_s: float = Field(1800, gt=0)
-    """Writing one checkpoint, all ranks (sharded strategies write a shard each)."""
-    test_s: float = Field(600, gt=0)
-    """One test or validation batch, and the gather of the predictions after the last one."""
-
-
-class StrategyConfig(Section):
-    name: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = "auto"
-    """auto: one process; ddp: one process per device (or per torchrun/SLURM task); ddp_spawn: spawned workers;
-    fsdp / deepspeed: sharded data parallel, one process per device."""
-    timeout_s: int = Field(600, ge=10)
-    """Process-group timeout: a lost rank ends the job after this long instead of hanging (torch's is 1800 s)."""
-    timeouts: PhaseTimeouts = Field(default_factory=PhaseTimeouts)
-    ddp: DDPOptions = Field(default_factory=DDPOptions)
-    fsdp: FSDPOptions = Field(default_factory=FSDPOptions)
-    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
-
-    @model_validator(mode="after")
-    def _options_match_name(self) -> StrategyConfig:
-        # Options for a strategy that is not selected would be silently ignored: refuse the ones that matter.
-        if self.name != "deepspeed" and self.deepspeed.offload_optimizer != "none":
-            raise ValueError(
-                f"deepspeed.offload_optimizer is set but strategy.name is '{self.name}'; "
-                "set strategy.name=deepspeed or remove the offload"
-            )
-        if self.name != "deepspeed" and self.deepspeed.offload_parameters != "none":
-            raise ValueError(
-                f"deepspeed.offload_parameters is set but strategy.name is '{self.name}'; "
-                "set strategy.name=deepspeed or remove the offload"
-            )
-        if self.name != "fsdp" and self.fsdp.cpu_offload:
-            raise ValueError(f"fsdp.cpu_offload is set but strategy.name is '{self.name}'; set strategy.name=fsdp")
-        return self
-
-
 class ExistingModelConfig(Section):
     """The model that the trained one is compared against, scored on the same test samples."""
 
@@ -262,7 +153,7 @@ class ExistingModelConfig(Section):
     .safetensors; kind=previous: an earlier run folder, whose best checkpoint is used; kind=pretrained: a
     pretrained model folder (model.safetensors + config.yaml, as `dsf export` writes), in its own architecture."""
 
-    _check_target = field_validator("target")(_import_path)
+    _check_target = field_validator("target")(import_path)
 
     @model_validator(mode="after")
     def _has_source(self) -> ExistingModelConfig:
@@ -282,8 +173,6 @@ class ComparisonConfig(Section):
     better" and a negative one is a loss you tolerate. `dsf run` and `dsf compare` exit 3 when any configured
     gate fails; with no gates configured (the default) nothing can fail.
     """
-
-    GATEABLE: ClassVar[tuple[str, ...]] = ("accuracy", "precision", "recall", "f1", "mse", "mae")
 
     enabled: bool = True
     """Compare at all: results/comparison.json, comparison.md, comparison.html and its PNG plots."""
@@ -338,8 +227,8 @@ class ComparisonConfig(Section):
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> None:
         for metric in metrics:
-            if metric not in cls.GATEABLE:
-                raise ValueError(f"'{metric}' is not a metric dsf can gate; use {', '.join(cls.GATEABLE)}")
+            if metric not in GATEABLE:
+                raise ValueError(f"'{metric}' is not a metric dsf can gate; use {', '.join(GATEABLE)}")
 
 
 class RunConfig(Section):
@@ -438,7 +327,7 @@ class CallbackConfig(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments it is called with."""
 
-    _check_target = field_validator("target")(_import_path)
+    _check_target = field_validator("target")(import_path)
 
 
 class ThroughputConfig(Section):
@@ -456,13 +345,13 @@ class ThroughputConfig(Section):
     """Peak TFLOP/s of one device for MFU; None looks the GPU up in Lightning's table (no MFU on CPU)."""
 
 
-def _default_trainer() -> dict[str, Any]:
+def default_trainer() -> dict[str, Any]:
     return {"max_epochs": 20, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 10}
 
 
 class DsfConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
-    trainer: dict[str, Any] = Field(default_factory=_default_trainer)
+    trainer: dict[str, Any] = Field(default_factory=default_trainer)
     """Passed to pl.Trainer as-is; keys are checked against its signature (dsf_dist.config.trainer_keys)."""
     data: DataConfig = Field(default_factory=DataConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -477,16 +366,3 @@ class DsfConfig(Section):
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
     callbacks: list[CallbackConfig] = Field(default_factory=list)
     """Your own Lightning callbacks, added after dsf's (checkpoint, preemption, throughput)."""
-
-    @model_validator(mode="after")
-    def _token_task(self) -> DsfConfig:
-        if self.model.task != "token_classification" or self.model.module:
-            return self
-        if not self.model.pretrained:
-            raise ValueError("model.task is token_classification but model.pretrained is empty; set a model folder")
-        if self.existing_model.kind == "callable":
-            raise ValueError(
-                "existing_model.kind: callable does not apply to token_classification; "
-                "set kind to pretrained (a model folder), checkpoint, previous or none"
-            )
-        return self

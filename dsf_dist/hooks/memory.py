@@ -23,9 +23,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 
-from dsf_dist.io import write_json
+from dsf_dist.files import write_json
+from dsf_dist.launchers.environment import gather_objects
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -86,9 +86,6 @@ class MemoryReport(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         mine = self.mine or {"rank": trainer.global_rank, "error": f"fewer than {self.at_step + 1} optimizer steps"}
-        ranks = [mine]
-        if dist.is_available() and dist.is_initialized():
-            ranks = [None] * dist.get_world_size()
-            dist.all_gather_object(ranks, mine)
+        ranks = gather_objects(mine)
         if trainer.is_global_zero:
             write_json(self.path, {"strategy": type(trainer.strategy).__name__, "ranks": ranks})

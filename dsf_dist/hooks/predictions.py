@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 
 from dsf_dist.errors import DsfError
-from dsf_dist.io import write_arrays
+from dsf_dist.files import write_arrays
+from dsf_dist.launchers.environment import gather_objects
 
 
 class PredictionWriter(pl.Callback):
@@ -57,10 +57,7 @@ class PredictionWriter(pl.Callback):
                 f"rank {trainer.global_rank}: test sampler yielded {len(local['index'])} indices "
                 f"but the model returned {len(local['preds'])} predictions; do not drop_last in test"
             )
-        parts = [local]
-        if dist.is_available() and dist.is_initialized():
-            parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, local)
+        parts = gather_objects(local)
         if trainer.is_global_zero:
             write_arrays(self.path, **merge_by_index(parts))
 

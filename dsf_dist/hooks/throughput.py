@@ -21,7 +21,7 @@ from lightning_fabric.utilities.throughput import get_available_flops
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dsf_dist import io
+from dsf_dist import files
 from dsf_dist.config.schema import ThroughputConfig
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}
@@ -107,7 +107,7 @@ class ThroughputMonitor(pl.Callback):
             self.counter.__exit__(None, None, None)
             self.counter = None
         if trainer.is_global_zero and self.first_step_s is not None:
-            io.write_json(self.summary, self._summarise(trainer))
+            files.write_json(self.summary, self._summarise(trainer))
 
     # -- measurement ----------------------------------------------------------------------------
     def _first_step(self, trainer: pl.Trainer, batch: Any) -> None:

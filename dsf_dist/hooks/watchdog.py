@@ -30,8 +30,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from dsf_dist.config.schema import PhaseTimeouts
-from dsf_dist.launch.environment import resolve
+from dsf_dist.config.strategy import PhaseTimeouts
+from dsf_dist.launchers.environment import process_group, resolve
 
 EXIT_RANK_LOST = 1
 POLL_S = 0.2
@@ -225,10 +225,9 @@ class Watchdog(Callback):
 def flight_recorder() -> bytes | None:
     """torch's record of the last collectives of every process group, as JSON; None where torch has none."""
     try:
-        import torch.distributed as dist
         from torch._C._distributed_c10d import _dump_fr_trace_json
 
-        if not (dist.is_available() and dist.is_initialized()):
+        if not process_group():
             return None
         return _dump_fr_trace_json(onlyActive=False)
     except Exception:  # an older torch, or a backend without a recorder: the stacks are still written

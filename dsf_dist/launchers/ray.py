@@ -6,7 +6,7 @@ Meant as the entry point of a Ray job (the head needs ray[default] for `ray job 
 
 The driver checks the config (a mistake is one line on stderr and exit 2, before any worker starts), makes the
 run folder <ray.storage_path>/<name> and writes the resolved config into it, then runs a TorchTrainer whose
-ray.num_workers workers each run dsf's pipeline (dsf_dist/launch/ray.py) with that file's path. Exit codes as
+ray.num_workers workers each run dsf's pipeline (dsf_dist/launchers/ray_worker.py) with that file's path. Exit codes as
 `dsf run`: 0 success, 2 a bad config or run folder, 3 a gate failed, 1 training failed after ray.max_failures
 restarts, 130 interrupted.
 """
@@ -17,19 +17,19 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dsf_dist import io
+from dsf_dist import entry, files
 from dsf_dist.config import DsfConfig, dump, load_config
+from dsf_dist.config.base import SAFE_NAME
 from dsf_dist.config.loader import apply_override, read_yaml
-from dsf_dist.config.schema import SAFE_NAME, _default_trainer
+from dsf_dist.config.schema import default_trainer
 from dsf_dist.errors import ConfigError, DsfError, RunFolderError
-from dsf_dist.run_folder import RunFolder
-
-EXIT_FAILED = 1
+from dsf_dist.launchers.environment import refuse_spawning
+from dsf_dist.run_folder import RunFolder, dated_name, run_label
+from dsf_dist.tasks import task_for
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,31 +39,22 @@ def parser() -> argparse.ArgumentParser:
         "ray section); the run folder is <ray.storage_path>/<ray.name or run.name>.",
     )
     top.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
-    top.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set ray.num_workers=4 (repeatable)",
-    )
-    top.add_argument("--resume", action="store_true", help="continue the run folder if it exists (run.resume=auto)")
+    entry.add_set_argument(top, "ray.num_workers=4")
+    entry.add_resume_argument(top)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from dsf_dist.cli import run_reporting_errors
-
-    overrides = [*args.set, "run.resume=auto"] if args.resume else args.set
-    return run_reporting_errors(lambda: launch(args.config, overrides))
+    return entry.run_reporting_errors(lambda: launch(args.config, entry.overrides(args)))
 
 
 def launch(config: str | None, overrides: Sequence[str]) -> int:
     cfg, workers = resolve_config(config, overrides)
     run = RunFolder(Path(cfg.run.output_root) / cfg.run.name)
-    if cfg.run.resume == "auto" and run.done.is_file():
-        print(f"run folder: {run.root} already finished ({run.done}); nothing to do")
-        return int(io.read_json(run.done).get("exit_code", 0))
+    finished = entry.finished_exit_code(run, cfg.run.resume, announce=True)
+    if finished is not None:
+        return finished
     check_run_folder(run, cfg)
     connect()
     check_resources(cfg, workers)
@@ -71,12 +62,12 @@ def launch(config: str | None, overrides: Sequence[str]) -> int:
     outcome = fit(cfg, run, workers)
     if "error" in outcome:
         print(f"dsf: error: {outcome['error']}", file=sys.stderr)
-        return int(outcome.get("exit_code", EXIT_FAILED))
+        return int(outcome.get("exit_code", entry.EXIT_FAILED))
     comparison = run.results / "comparison.json"
     if comparison.is_file():
         from dsf_dist.reports import print_comparison
 
-        print_comparison(io.read_json(comparison))
+        print_comparison(files.read_json(comparison))
     print(f"run folder: {run.root}")
     return int(outcome.get("exit_code", 0))
 
@@ -88,6 +79,7 @@ def resolve_config(config: str | None, overrides: Sequence[str]) -> tuple[DsfCon
     trainer.devices is not checked against this machine: the workers run elsewhere (the head may have no GPU),
     and each worker checks the devices Ray gave it."""
     cfg = load_config(config, [*overrides, "trainer.devices=auto"])
+    task_for(cfg).check_config(cfg)
     devices, nodes = requested_devices(config, overrides)
     cfg.trainer["devices"] = devices
     workers = cfg.ray.num_workers or default_workers(devices, nodes)
@@ -102,7 +94,7 @@ def requested_devices(config: str | None, overrides: Sequence[str]) -> tuple[Any
     raw = read_yaml(config) if config is not None else {}
     for item in overrides:
         apply_override(raw, item)
-    trainer = {**_default_trainer(), **(raw.get("trainer") or {})}
+    trainer = {**default_trainer(), **(raw.get("trainer") or {})}
     return trainer.get("devices"), trainer.get("num_nodes", 1)
 
 
@@ -118,11 +110,7 @@ def default_workers(devices: Any, nodes: Any) -> int:
 def check_ray(cfg: DsfConfig, workers: int) -> None:
     """What cannot work under Ray Train, refused before any worker starts."""
     ray, strategy = cfg.ray, cfg.strategy.name
-    if strategy == "ddp_spawn":
-        raise ConfigError(
-            "strategy.name: ddp_spawn spawns its own workers, but Ray Train already starts one process per worker; "
-            "use ddp (or fsdp, deepspeed) under Ray"
-        )
+    refuse_spawning(strategy, "Ray Train", "already starts one process per worker", "Ray")
     if strategy == "auto" and workers > 1:
         raise ConfigError(
             f"strategy.name: auto trains in one process, but ray.num_workers is {workers}; set strategy.name=ddp "
@@ -159,13 +147,12 @@ def check_ray(cfg: DsfConfig, workers: int) -> None:
 
 
 def run_name(cfg: DsfConfig) -> str:
-    """ray.name or run.name; else '<dataset>-<Ray job submission id>', or '<dataset>-<date>-<time>' outside a job."""
+    """ray.name or run.name; else '<data>-<Ray job submission id>', or '<data>-<date>-<time>' outside a job."""
     name = cfg.ray.name or cfg.run.name
     if name:
         return name
-    dataset = cfg.data.dataset.rpartition(":")[2] or "run"
     job = submission_id()
-    return f"{dataset}-{job}" if job else f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{run_label(cfg)}-{job}" if job else dated_name(cfg)
 
 
 def submission_id() -> str | None:
@@ -221,7 +208,7 @@ def check_run_folder(run: RunFolder, cfg: DsfConfig) -> None:
 def write_config(run: RunFolder, cfg: DsfConfig) -> None:
     """The resolved config, which the workers read: in a new run folder, or over a continued run's."""
     if run.root.exists():
-        io.write_text(run.config, dump(cfg))
+        files.write_text(run.config, dump(cfg))
     else:
         run.create(cfg)
 
@@ -283,9 +270,9 @@ def failure_summary(err: Exception) -> str:
 
 
 def train_worker(loop_config: dict[str, str]) -> dict[str, Any]:
-    """Ray Train's train_loop_per_worker: dsf's pipeline on one rank (dsf_dist/launch/ray.py). Defined here and
-    importing the worker side only when called, so that the driver does not import Lightning (about 5 s)."""
-    from dsf_dist.launch.ray import run_worker
+    """Ray Train's train_loop_per_worker: dsf's pipeline on one rank (ray_worker.py). Defined here and importing
+    the worker side only when called, so that the driver does not import Lightning (about 5 s)."""
+    from dsf_dist.launchers.ray_worker import run_worker
 
     return run_worker(loop_config)
 
@@ -302,7 +289,7 @@ def train_environment(cfg: DsfConfig) -> dict[str, str]:
 class TrainingFailed(DsfError):
     """Training failed on a worker more often than ray.max_failures allows."""
 
-    exit_code = EXIT_FAILED
+    exit_code = entry.EXIT_FAILED
 
 
 if __name__ == "__main__":

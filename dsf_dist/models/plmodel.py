@@ -1,12 +1,13 @@
 """The seed's generic LightningModule: any nn.Module with loss, optimizer, scheduler from config.
 
-test_step returns {"preds", "target"} so the prediction writer can gather every test sample exactly
-once; a user's own LightningModule joins the comparison by returning the same from its test_step.
+The task picks the objective (cross-entropy over class logits, or mean squared error); test_step returns
+{"preds", "target"} so the prediction writer can gather every test sample exactly once; a user's own
+LightningModule joins the comparison by returning the same from its test_step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -16,18 +17,23 @@ from torch.nn import functional as F
 from dsf_dist.config.schema import ModelConfig
 from dsf_dist.models.networks import build_network
 
+Objective = Literal["cross_entropy", "mse"]
+LOSSES = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+
 
 class PlModel(pl.LightningModule):
-    def __init__(self, model_config: dict[str, Any], input_size: int, output_size: int) -> None:
+    def __init__(
+        self, model_config: dict[str, Any], input_size: int, output_size: int, objective: Objective = "cross_entropy"
+    ) -> None:
         super().__init__()
-        # Plain dicts and ints only: the checkpoint then loads with torch.load(weights_only=True).
+        # Plain dicts, strings and ints only: the checkpoint then loads with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.config = ModelConfig.model_validate(model_config)
         self.network = build_network(self.config.network, input_size, output_size, self.config.network_kwargs)
-        self.classification = self.config.task == "classification"
-        self.val_accuracy = (
-            torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classification else None
-        )
+        self.loss = LOSSES[objective]
+        # Cross-entropy outputs are class logits: softmaxed into class scores for the test, accuracy tracked.
+        self.classifies = objective == "cross_entropy"
+        self.val_accuracy = torchmetrics.Accuracy("multiclass", num_classes=output_size) if self.classifies else None
         self._epoch_loss: torch.Tensor | int = 0
         self._epoch_steps = 0
 
@@ -42,12 +48,9 @@ class PlModel(pl.LightningModule):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.network(inputs)
 
-    def _loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, target) if self.classification else F.mse_loss(outputs, target)
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, target = batch
-        loss = self._loss(self(inputs), target)
+        loss = self.loss(self(inputs), target)
         # self.log costs more than a small model's step, so the step loss is logged only on the steps the
         # logger writes (log_every_n_steps), and the epoch mean is summed here without a device sync.
         self._epoch_loss = loss.detach() + (self._epoch_loss if self._epoch_steps else 0)
@@ -66,7 +69,7 @@ class PlModel(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, target = batch
         outputs = self(inputs)
-        self.log("val_loss", self._loss(outputs, target), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_loss", self.loss(outputs, target), on_epoch=True, prog_bar=True, sync_dist=True)
         if self.val_accuracy is not None:
             self.val_accuracy(outputs, target)
             self.log("val_acc", self.val_accuracy, on_epoch=True, prog_bar=True)
@@ -74,8 +77,8 @@ class PlModel(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         inputs, target = batch
         outputs = self(inputs)
-        self.log("test_loss", self._loss(outputs, target), on_epoch=True, sync_dist=True)
-        preds = outputs.softmax(dim=-1) if self.classification else outputs
+        self.log("test_loss", self.loss(outputs, target), on_epoch=True, sync_dist=True)
+        preds = outputs.softmax(dim=-1) if self.classifies else outputs
         return {"preds": preds.detach(), "target": target.detach()}
 
     def configure_optimizers(self) -> Any:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytorch_lightning.strategies import Strategy
 
-    from dsf_dist.config.schema import StrategyConfig
+    from dsf_dist.config.strategy import StrategyConfig
 
 MODULES = {"ddp": "ddp", "ddp_spawn": "ddp", "fsdp": "fsdp", "deepspeed": "deepspeed"}
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pytorch_lightning.strategies import DDPStrategy
 
-from dsf_dist.config.schema import StrategyConfig
+from dsf_dist.config.strategy import StrategyConfig
 
 
 def build(cfg: StrategyConfig, on_gpu: bool) -> DDPStrategy:

@@ -11,7 +11,7 @@ import torch
 from lightning_fabric.utilities.seed import reset_seed
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
-from dsf_dist.config.schema import DeepSpeedOptions, StrategyConfig
+from dsf_dist.config.strategy import DeepSpeedOptions, StrategyConfig
 
 
 def build(cfg: StrategyConfig, on_gpu: bool) -> DeepSpeedStrategy:

@@ -17,7 +17,7 @@ from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 
-from dsf_dist.config.schema import FSDPOptions, StrategyConfig
+from dsf_dist.config.strategy import FSDPOptions, StrategyConfig
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

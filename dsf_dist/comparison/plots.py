@@ -7,7 +7,7 @@ no display needed) and written whole or not at all.
 from __future__ import annotations
 
 import csv
-import io as bytes_io
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from dsf_dist.io import atomic_write_bytes
-from dsf_dist.stats import HIGHER_IS_BETTER
+from dsf_dist.config.metrics import HIGHER_IS_BETTER
+from dsf_dist.files import atomic_write_bytes
 
 TRAINED, EXISTING = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, kept for both models everywhere
 BETTER, WORSE, UNCLEAR = "#2ca02c", "#d62728", "#7f7f7f"
@@ -42,7 +42,7 @@ def write_plots(folder: Path, report: dict[str, Any], logs: list[tuple[str, Path
 
 
 def _save(figure: Any, path: Path) -> None:
-    buffer = bytes_io.BytesIO()
+    buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
 

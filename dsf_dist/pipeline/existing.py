@@ -9,8 +9,8 @@ import numpy as np
 from dsf_dist.config.schema import ExistingModelConfig
 from dsf_dist.data import Splits
 from dsf_dist.errors import DsfError
+from dsf_dist.files import write_arrays
 from dsf_dist.imports import load_object
-from dsf_dist.io import write_arrays
 from dsf_dist.models.baselines import as_arrays
 
 

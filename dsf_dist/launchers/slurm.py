@@ -1,4 +1,5 @@
-"""SLURM glue: refuse a launch that would hang, and requeue a preempted job. Only this module talks to SLURM.
+"""SLURM: refuse a launch that would hang, hand Lightning SLURM's environment, and requeue a preempted job.
+Only this module talks to SLURM.
 
 Without srun, a batch shell inside a multi-task allocation looks to Lightning like rank 0 of SLURM_NTASKS
 ranks, and it waits for the others forever (FACTS.md). With srun, a rank count that differs from the
@@ -7,12 +8,14 @@ config's devices x num_nodes does the same. Both are refused here, in one line, 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Mapping
 from typing import Any
 
 from dsf_dist.errors import ConfigError, DsfError
+from dsf_dist.launchers.environment import refuse_spawning
 
 INTERACTIVE_JOB_NAMES = ("bash", "interactive")  # Lightning ignores SLURM in jobs named so (its own convention)
 
@@ -29,11 +32,7 @@ def check_srun(trainer: Mapping[str, Any], strategy: str, env: Mapping[str, str]
                 "would wait forever for the others; start it with srun (slurm/train.sh does)"
             )
         return
-    if strategy == "ddp_spawn":
-        raise ConfigError(
-            "strategy.name: ddp_spawn spawns its own workers, but srun already started one task per device; "
-            "use ddp (or fsdp, deepspeed) under srun"
-        )
+    refuse_spawning(strategy, "srun", "already started one task per device", "srun")
     if tasks > 1 and "SLURM_NTASKS_PER_NODE" not in env:
         raise ConfigError(
             f"SLURM job {env['SLURM_JOB_ID']} gives {tasks} tasks without --ntasks-per-node, which Lightning needs; "
@@ -91,3 +90,44 @@ def requeue(job_id: str) -> None:
     if done.returncode != 0:
         reason = (done.stderr or done.stdout).strip().splitlines()
         raise DsfError(f"scontrol requeue {job_id} failed ({reason[-1] if reason else f'exit {done.returncode}'})")
+
+
+def after_checkpoint(
+    saved: str, config: str, max_requeues: int, requeue_job: bool, env: Mapping[str, str] | None = None
+) -> str:
+    """Rank zero, once every rank has finished writing a preemption checkpoint: requeue the SLURM job when asked to
+    and allowed (at most run.max_requeues restarts); the line telling the user what happened. `saved` says what
+    stopped training and what was saved; `config` is the run's resolved config, which continues the same run."""
+    env = os.environ if env is None else env
+    job = job_to_requeue(env)
+    if job is None:
+        return f"stopped by {saved}; continue with the same command and --resume (or -c {config} --resume)"
+    resubmit = f"continue with: sbatch slurm/train.sh {config}"
+    if not requeue_job:
+        return (
+            f"stopped by {saved}; not requeued: SIGTERM means SLURM is ending job {job} (cancelled, time limit, or "
+            f"its own preemption, which requeues the job itself when configured to); {resubmit}"
+        )
+    restarts = restart_count(env)
+    if restarts >= max_requeues:
+        return (
+            f"preempted by {saved}; not requeued: job {job} has restarted {restarts} time(s) and "
+            f"run.max_requeues is {max_requeues}; {resubmit}"
+        )
+    try:
+        requeue(job)
+    except DsfError as err:
+        return f"preempted by {saved}; {err}; {resubmit}"
+    return f"preempted by {saved}; requeued SLURM job {job} (restart {restarts + 1} of at most {max_requeues})"
+
+
+def cluster_environment() -> list[Any]:
+    """SLURM's environment when Lightning would detect it (srun tasks, or a one-task batch shell), without its
+    auto-requeue: that checkpoints inside the signal handler, and dsf's Preemption callback requeues instead."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def callbacks(run_root: Any) -> list[Any]:
+    return []

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 
 from dsf_dist.config import DsfConfig
 from dsf_dist.hooks.predictions import PredictionWriter
-from dsf_dist.launch.environment import resolve
+from dsf_dist.launchers.environment import resolve
+from dsf_dist.pipeline.trainer import build_trainer
 from dsf_dist.run_folder import RunFolder
-from dsf_dist.train import build_trainer
 
 
 class TestOutputs(PredictionWriter):

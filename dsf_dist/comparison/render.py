@@ -1,6 +1,6 @@
 """Rank-zero reports of a comparison: comparison.json, comparison.md (fits a pull-request comment),
 comparison.html with its PNG plots, and the table printed at the end of a run. Only rendering lives here;
-the numbers come from dsf_dist/compare.py."""
+the numbers come from report.py."""
 
 from __future__ import annotations
 
@@ -11,25 +11,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dsf_dist import io
-from dsf_dist.compare import comparison_report
-from dsf_dist.stats import HIGHER_IS_BETTER
-
-__all__ = ["comparison_markdown", "comparison_report", "print_comparison", "write_reports"]
+from dsf_dist import files
+from dsf_dist.config.metrics import HIGHER_IS_BETTER
 
 COLUMNS = ("metric", "trained", "existing", "difference", "CI of difference", "relative")
 
 
 def write_reports(folder: Path, report: dict[str, Any], logs: list[tuple[str, Path]]) -> list[Path]:
     """comparison.json, comparison.md, the PNG plots and comparison.html, all in `folder`."""
-    from dsf_dist.plots import write_plots
+    from dsf_dist.comparison.plots import write_plots
 
     plots = write_plots(folder, report, logs)
     report["plots"] = [name for name, _ in plots]
     written = [folder / "comparison.json", folder / "comparison.md", folder / "comparison.html"]
-    io.write_json(written[0], report)
-    io.write_text(written[1], comparison_markdown(report))
-    io.write_text(written[2], comparison_html(report, plots))
+    files.write_json(written[0], report)
+    files.write_text(written[1], comparison_markdown(report))
+    files.write_text(written[2], comparison_html(report, plots))
     return written + [folder / name for name, _ in plots]
 
 

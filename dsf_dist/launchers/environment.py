@@ -2,13 +2,16 @@
 
 It reads the variables each launcher sets and nothing else reads them. It works before any process
 group exists, so the CLI can decide which rank creates the run folder before the trainer starts.
+Beside it, the rank helpers that work at world size 1 (no process group) as well as at N.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from dsf_dist.errors import ConfigError
 
 Launcher = Literal["single", "torchrun", "slurm", "lightning", "ray"]
 
@@ -76,3 +79,31 @@ def resolve(env: dict[str, str] | None = None) -> Environment:
         local = _int(env, "LOCAL_RANK")
         return Environment("lightning", local, _int(env, "WORLD_SIZE", 1), local, _int(env, "NODE_RANK"), None)
     return Environment("single", 0, 1, 0, 0, None)
+
+
+def process_group() -> bool:
+    """A torch.distributed process group exists (ranks can talk); False at world size 1. Needs torch."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (a collective); [obj] without a process group."""
+    if not process_group():
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def refuse_spawning(strategy: str, launcher: str, started: str, under: str) -> None:
+    """ddp_spawn starts its own workers: under a launcher that already started one process per device it would
+    start each rank's workers again."""
+    if strategy == "ddp_spawn":
+        raise ConfigError(
+            f"strategy.name: ddp_spawn spawns its own workers, but {launcher} {started}; "
+            f"use ddp (or fsdp, deepspeed) under {under}"
+        )

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from dsf_dist import io, stats
-from dsf_dist.data.tokens import IGNORE
+from dsf_dist import files
+from dsf_dist.scoring import stats
+from dsf_dist.tasks.token_classification.sentences import IGNORE
 
 
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:
@@ -33,12 +34,12 @@ def entities(tags: list[str]) -> set[tuple[str, int, int]]:
 def to_words(path: Path) -> None:
     """Rewrite a sentence-level predictions file (rows padded with -100) as one sample per word: index (word
     number, sentence-major), preds and target (label ids), sentence (which test sentence the word is in)."""
-    arrays = io.read_arrays(path)
+    arrays = files.read_arrays(path)
     if "sentence" in arrays:  # already one sample per word
         return
     target, preds = arrays["target"].astype(np.int64), arrays["preds"].astype(np.int64)
     real = target != IGNORE
-    io.write_arrays(
+    files.write_arrays(
         path,
         index=np.arange(int(real.sum())),
         preds=preds[real],
@@ -69,7 +70,8 @@ def entity_scores(arrays: dict[str, np.ndarray], labels: list[str]) -> dict[str,
 def entity_bootstrap(trained: Any, existing: Any, labels: list[str], cfg: Any) -> dict[str, dict[str, Any]]:
     """Paired bootstrap of entity F1 over whole sentences: an entity spans words, so words cannot be resampled
     one by one; resampling sentences keeps each sentence's entities (and their correlation) together."""
-    ours, theirs = (sentence_counts(p.preds, p.target, trained.sentence, labels) for p in (trained, existing))
+    sentence = trained.extra["sentence"]
+    ours, theirs = (sentence_counts(p.preds, p.target, sentence, labels) for p in (trained, existing))
 
     def statistic(tp_a, found_a, tp_b, found_b, gold, axis: int = -1) -> np.ndarray:
         def f1(tp, found):
@@ -85,13 +87,14 @@ def entity_bootstrap(trained: Any, existing: Any, labels: list[str], cfg: Any) -
 
 def token_report(report: dict[str, Any], trained: Any, existing: Any, labels: list[str], cfg: Any) -> None:
     """Add the entity-F1 interval (resampled by sentence) and say what a sample is."""
-    if trained.sentence is None or existing.sentence is None:
+    if "sentence" not in trained.extra or "sentence" not in existing.extra:
         return
     bootstrap = report.setdefault("statistics", {}).setdefault("bootstrap", {}).setdefault("metrics", {})
     if "entity_f1" in report["comparison"]:
         bootstrap.update(entity_bootstrap(trained, existing, labels, cfg))
+    sentences = len(np.unique(trained.extra["sentence"]))
     report["notes"].append(
-        f"Samples are the {len(trained.target):,} words of {len(np.unique(trained.sentence)):,} test sentences "
+        f"Samples are the {len(trained.target):,} words of {sentences:,} test sentences "
         "(each word scored on its first sub-token). Word-level intervals and McNemar's test treat words as "
         "independent, which words of one sentence are not, so they are somewhat too narrow; the entity_f1 "
         "interval resamples whole sentences."

@@ -1,7 +1,7 @@
 """Paired statistics on per-sample predictions: bootstrap intervals of metric differences, McNemar's test.
 
 numpy and scipy only, so saved results compare anywhere. Every metric here is computed from the same
-per-sample predictions as dsf_dist/metrics.py:score, with the same conventions (torchmetrics' and
+per-sample predictions as the tasks' score(), with the same conventions (torchmetrics' and
 scikit-learn's): a class neither predicted nor present counts in no average, a 0/0 precision or recall is 0.
 """
 
@@ -13,9 +13,6 @@ from typing import Any
 
 import numpy as np
 
-HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mse": False, "mae": False}
-CLASS_METRICS = ("accuracy", "precision", "recall", "f1")
-REGRESSION_METRICS = ("mse", "mae")
 BOOTSTRAP_METHOD = "percentile"
 # Index arrays per bootstrap batch: bounds memory at a few tens of MB whatever the test set's size.
 BATCH_ELEMENTS = 4_000_000
@@ -30,7 +27,7 @@ def labels_of(preds: np.ndarray) -> np.ndarray:
 def class_metrics(
     pred: np.ndarray, target: np.ndarray, num_classes: int, average: str, names: Sequence[str]
 ) -> np.ndarray:
-    """`names` (from CLASS_METRICS) for label arrays of shape (..., N); returns shape (len(names), ...).
+    """`names` (accuracy, precision, recall, f1) for label arrays of shape (..., N); returns shape (len(names), ...).
 
     average: 'macro', 'micro', 'weighted', or 'binary' (class 1 is positive, as metrics.score does for two
     classes). Vectorised over leading axes, so one call scores a whole batch of bootstrap resamples.
@@ -91,6 +88,16 @@ def regression_errors(preds: np.ndarray, target: np.ndarray) -> dict[str, np.nda
     """Per-sample squared and absolute error, averaged over each sample's values: their means are MSE and MAE."""
     diff = (np.asarray(preds, dtype=float) - np.asarray(target, dtype=float)).reshape(len(target), -1)
     return {"mse": (diff**2).mean(axis=1), "mae": np.abs(diff).mean(axis=1)}
+
+
+def bootstrap_info(cfg: Any) -> dict[str, Any]:
+    """How the intervals were made, from the comparison section (bootstrap_resamples, confidence, seed)."""
+    return {
+        "method": f"paired bootstrap, {BOOTSTRAP_METHOD} interval",
+        "resamples": cfg.bootstrap_resamples,
+        "confidence": cfg.confidence,
+        "seed": cfg.seed,
+    }
 
 
 def paired_bootstrap(

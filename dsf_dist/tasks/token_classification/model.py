@@ -8,9 +8,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from dsf_dist.data.tokens import IGNORE
 from dsf_dist.errors import ConfigError
 from dsf_dist.models.plmodel import configure_optimizers
+from dsf_dist.tasks.token_classification.sentences import IGNORE
 
 
 def transformers_module():

@@ -1,5 +1,7 @@
 """Experiment loggers from `logging.loggers`: CSV (logs/metrics.csv), TensorBoard (logs/tensorboard/) and MLflow.
 
+A resumed fit keeps logs/metrics.csv whole (TrainingLog): the rows logged before the stop stay.
+
 One run per job, not one per rank: Lightning's loggers write from global rank zero only, and MLflow's run id is
 kept in logs/mlflow.json so a resumed job (and `dsf compare` later) adds to the same run. Each run gets the
 resolved config when fit starts and the comparison once it is made.
@@ -7,13 +9,15 @@ resolved config when fit starts and the comparison once it is made.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
-from dsf_dist import io
+from dsf_dist import files
 from dsf_dist.config.schema import DsfConfig
 from dsf_dist.run_folder import RunFolder
 
@@ -44,7 +48,7 @@ def build_loggers(cfg: DsfConfig, run: RunFolder) -> list[Any]:
                     experiment_name=cfg.logging.mlflow_experiment,
                     run_name=cfg.run.name,
                     tracking_uri=mlflow_uri(cfg, run),
-                    run_id=io.read_json(record)["run_id"] if record.is_file() else None,  # a resumed job
+                    run_id=files.read_json(record)["run_id"] if record.is_file() else None,  # a resumed job
                     tags={"dsf.run_folder": str(run.root.resolve())},
                 )
             )
@@ -81,7 +85,7 @@ def record_config(cfg: DsfConfig, run: RunFolder, loggers: list[Any]) -> None:
     resumed = (run.logs / MLFLOW_RECORD).is_file()
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
-            io.write_json(run.logs / MLFLOW_RECORD, {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id})
+            files.write_json(run.logs / MLFLOW_RECORD, {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id})
             if not resumed:  # MLflow parameters are write-once; a resumed run keeps the ones it started with
                 logger.log_hyperparams(params)
             logger.experiment.log_artifact(logger.run_id, str(run.config))
@@ -101,22 +105,22 @@ def attach_comparison(cfg: DsfConfig, run: RunFolder, report: dict[str, Any]) ->
         for side, key in (("trained", "trained"), ("existing", "eval"))
         if isinstance(pair.get(key), (int, float))
     }
-    files = [run.results / name for name in ("comparison.json", "comparison.md", "test.json", "eval.json")]
+    attachments = [run.results / name for name in ("comparison.json", "comparison.md", "test.json", "eval.json")]
     if "mlflow" in cfg.logging.loggers and (run.logs / MLFLOW_RECORD).is_file():
-        _attach_mlflow(cfg, run, metrics, [f for f in files if f.is_file()])
+        _attach_mlflow(cfg, run, metrics, [path for path in attachments if path.is_file()])
     if "tensorboard" in cfg.logging.loggers:
         _attach_tensorboard(cfg, run, metrics)
 
 
-def _attach_mlflow(cfg: DsfConfig, run: RunFolder, metrics: dict[str, float], files: list[Path]) -> None:
+def _attach_mlflow(cfg: DsfConfig, run: RunFolder, metrics: dict[str, float], attachments: list[Path]) -> None:
     from mlflow.tracking import MlflowClient
 
-    record = io.read_json(run.logs / MLFLOW_RECORD)
+    record = files.read_json(run.logs / MLFLOW_RECORD)
     mlflow_uri(cfg, run)  # the file-store opt-in, when this process is a later `dsf compare`
     client = MlflowClient(record["tracking_uri"])
     for key, value in metrics.items():
         client.log_metric(record["run_id"], key, value)
-    for path in files:
+    for path in attachments:
         client.log_artifact(record["run_id"], str(path), artifact_path="comparison")
 
 
@@ -135,3 +139,39 @@ def _attach_tensorboard(cfg: DsfConfig, run: RunFolder, metrics: dict[str, float
 def _hparam_values(params: dict[str, Any]) -> dict[str, Any]:
     """TensorBoard's hparams plugin takes numbers, strings and booleans only."""
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+
+
+class TrainingLog:
+    """Keeps logs/metrics.csv whole across a resume: Lightning's CSVLogger deletes the file when it starts in a
+    folder that has one, which would drop every row logged before the preemption.
+
+    Rank zero reads the rows before fit and, once fit ends (finished or preempted again), puts back those logged
+    before the first step the resumed fit logged, ahead of the new rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.earlier = self._rows() if path.is_file() else []
+
+    def restore(self) -> None:
+        if not self.earlier:
+            return
+        later = self._rows() if self.path.is_file() else []
+        first_new = min((_step(row) for row in later), default=float("inf"))
+        rows = [row for row in self.earlier if _step(row) < first_new] + later
+        columns = sorted({key for row in rows for key in row})  # Lightning's own column order: sorted
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_text(self.path, buffer.getvalue())
+
+    def _rows(self) -> list[dict[str, str]]:
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return float("nan")
