@@ -95,12 +95,12 @@ class Task:
         return None
 
     # -- scoring ---------------------------------------------------------------------------------------------
-    def score_file(self, cfg: DsfConfig, predictions: Path, splits: Callable[[], Splits]) -> dict[str, Any]:
-        """Metrics of a saved predictions file (rank zero; `splits` gives the data, for class counts)."""
+    def score_file(self, cfg: DsfConfig, predictions: Path, splits: Splits) -> dict[str, Any]:
+        """Metrics of a saved predictions file (rank zero; `splits` tell the class count)."""
         from dsf_dist.files import read_arrays
 
         arrays = read_arrays(predictions)
-        return self.score(arrays["preds"], arrays["target"], cfg.metrics, self.num_classes(cfg, splits()))
+        return self.score(arrays["preds"], arrays["target"], cfg.metrics, self.num_classes(cfg, splits))
 
     def score(
         self, preds: np.ndarray, target: np.ndarray, metrics: MetricsConfig, num_classes: int | None
