@@ -112,8 +112,13 @@ def init(folder: str | Path, task: str | None = None) -> Path:
         ) from None
     try:
         project = staging / folder.relative_to(base)
-        project.mkdir(parents=True, exist_ok=True)
-        write_files(task, project)
+        try:
+            project.mkdir(parents=True, exist_ok=True)
+            write_files(task, project)
+        except OSError as err:  # a full disk, say
+            raise ProjectFolderError(
+                f"{folder}: cannot write the project ({err.strerror}); nothing was written"
+            ) from None
         prepare(task, project)
         _move_into_place(staging, base, folder)
     finally:
