@@ -147,6 +147,12 @@ def cmd_install(args: argparse.Namespace) -> int:
     return install(args.extra, args.dry_run)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from dsf_dist.init import run
+
+    return run(args.dir, args.task)
+
+
 def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
     from dsf_dist.launchers.registry import check_launch
@@ -207,6 +213,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "what this machine has, and which strategies of the config can run here (exit 1: not its own)",
     ),
     "install-trainer-packages": (cmd_install, "pip install an extra: deepspeed, ray, hf, loggers or all (--dry-run)"),
+    "init": (cmd_init, "write a project in the seed's shape to start from (main.py, data.py, model.py, config.yaml)"),
 }
 
 
@@ -231,6 +238,15 @@ def parser() -> argparse.ArgumentParser:
             # No argparse choices: an unknown extra gets dsf's one-line refusal, not argparse's usage block.
             sub.add_argument("extra", metavar="EXTRA", help="deepspeed, ray, hf, loggers or all")
             sub.add_argument("--dry-run", action="store_true", help="print the pip command only")
+            continue
+        elif verb == "init":
+            sub.add_argument("dir", metavar="DIR", help="a new or empty folder for the project")
+            # No argparse choices: an unknown task gets dsf's one-line refusal, not argparse's usage block.
+            sub.add_argument(
+                "--task",
+                help="classification (the default), regression or token_classification; "
+                "sequence_classification and causal_lm come with those tasks",
+            )
             continue
         elif verb in ("test", "eval", "export"):
             sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
