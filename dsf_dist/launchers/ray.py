@@ -65,7 +65,7 @@ def launch(config: str | None, overrides: Sequence[str]) -> int:
         return int(outcome.get("exit_code", entry.EXIT_FAILED))
     comparison = run.results / "comparison.json"
     if comparison.is_file():
-        from dsf_dist.reports import print_comparison
+        from dsf_dist.comparison.render import print_comparison
 
         print_comparison(files.read_json(comparison))
     print(f"run folder: {run.root}")
