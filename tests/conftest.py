@@ -122,6 +122,22 @@ class TrainedRuns:
         assert not changed, f"a test wrote into a shared run (use copy_run): {changed}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, the tests that use a module- or session-scoped fixture of a test file (a loopback
+    SLURM cluster, a Ray head, a module's own run) go to one worker, so the fixture is set up once. The session's
+    shared runs need no group: every worker reads the same ones."""
+    for item in items:
+        owners = {
+            definition.func.__module__
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+            if definition.scope in ("module", "session") and definition.func.__module__.startswith("test_")
+        }
+        for owner in sorted(owners):
+            item.add_marker(pytest.mark.xdist_group(owner))
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Callable[..., Path]:
     base = tmp_path_factory.getbasetemp()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import dsf
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("disk")]  # three real runs; one module fixture
+pytestmark = pytest.mark.slow  # three real runs
 
 FREE_AFTER_FILL = 96 * 1024  # room for config.yaml and the metrics rows, not for a 230 kB checkpoint
 
