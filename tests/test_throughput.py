@@ -17,6 +17,7 @@ from dsf_dist.hooks.throughput import ThroughputMonitor, batch_size, token_count
 
 SIZES = (8, 16, 4)  # MLP widths
 TOKENS_PER_SAMPLE = 5  # of 7 positions; the rest is padding
+STEP = 1  # metrics.csv's columns: epoch, step, then the metrics
 
 
 class Tokens(Dataset):
@@ -59,7 +60,9 @@ def train(tmp_path, steps: int, **settings) -> tuple[dict, int, list[dict]]:
     trainer.fit(Mlp(), DataLoader(Tokens(), batch_size=8))
     csv = tmp_path / "metrics.csv"  # written only when something was logged
     rows = csv.read_text().splitlines() if csv.exists() else ["throughput/samples_per_s"]
-    logged = [row for row in rows[1:] if row.split(",")[rows[0].split(",").index("throughput/samples_per_s")]]
+    header = rows[0].split(",")
+    logged = [row.split(",") for row in rows[1:] if row.split(",")[header.index("throughput/samples_per_s")]]
+    assert not logged or header.index("step") == STEP
     return json.loads((tmp_path / "throughput.json").read_text()), len(reads), logged
 
 
@@ -67,6 +70,9 @@ def test_windows_flops_and_tokens_are_counted_exactly(tmp_path):
     summary, clock_reads, logged = train(tmp_path, steps=26, window_steps=5)
     # The first step is the FLOP count's; the 25 after it make 5 windows, each logged once.
     assert summary["windows"] == 5 and len(logged) == 5
+    # Each window's row carries the 0-based index of the step that closed it, as Lightning's own rows do (its
+    # epoch-end rows sit at the epoch's last index), so metrics.csv stays in step order.
+    assert [int(row[STEP]) for row in logged] == [5, 10, 15, 20, 25]
     # The clock (and on a GPU the synchronisation) is read after the first step and at each window's end only.
     assert clock_reads == 1 + 5
     # torch's FLOP counter: forward 2·in·out per layer; backward twice that, but no input gradient for layer 1.
