@@ -32,6 +32,11 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; Non
 # start rebuilds it (tens of seconds, and a killed build leaves a lock that hangs every later start). One folder
 # per venv; .ci/run and the Makefile name the same one.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+# The build is ninja's, and ninja's log format differs between versions: the system's ninja (Debian's 1.11) and
+# the venv's (pip's 1.13) each discard the other's log and rebuild from scratch. The venv's first on PATH for
+# every process the tests start, as .ci/run has it for its build (the Ray head, SLURM jobs and torchrun already
+# put it first).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 if WORKER is not None:
     # Two workers on a 2-core machine: one thread per process, so that 2 workers x 2 ranks do not oversubscribe
     # the cores into timeouts (Lightning itself sets 1 thread per rank only for the ranks it launches).
@@ -122,6 +127,9 @@ class TrainedRuns:
         assert not changed, f"a test wrote into a shared run (use copy_run): {changed}"
 
 
+GROUPS_LONGEST_FIRST = ["test_ray", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup`, the tests that use a module- or session-scoped fixture of a test file (a loopback
@@ -136,6 +144,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         }
         for owner in sorted(owners):
             item.add_marker(pytest.mark.xdist_group(owner))
+    # The groups first, the longest first, then the other slow tests: xdist hands out work in collection order,
+    # and a long group handed out last (the Ray tests take minutes on one worker) would run alone at the end.
+    first = {name: rank for rank, name in enumerate(GROUPS_LONGEST_FIRST)}
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        groups = [first.get(mark.args[0], len(first)) for mark in item.iter_markers("xdist_group")]
+        return min(groups, default=len(first) + 1), 0 if item.get_closest_marker("slow") else 1
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
