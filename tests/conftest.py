@@ -144,8 +144,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         }
         for owner in sorted(owners):
             item.add_marker(pytest.mark.xdist_group(owner))
-    # The groups first, the longest first, then the other slow tests: xdist hands out work in collection order,
-    # and a long group handed out last (the Ray tests take minutes on one worker) would run alone at the end.
+    # xdist hands out the groups largest first (--loadscope-reorder, its default), then single tests in collection
+    # order: the slow ones first here, so that the last tests handed out are short and no worker idles at the end.
     first = {name: rank for rank, name in enumerate(GROUPS_LONGEST_FIRST)}
 
     def order(item: pytest.Item) -> tuple[int, int]:
