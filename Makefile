@@ -4,13 +4,25 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: run test setup
+# The fast tier: the tests marked neither slow, distributed, slurm nor ray, plus the one end-to-end run (smoke).
+FAST := (not slow and not distributed and not slurm and not ray) or smoke
+# Two pytest-xdist workers; tests that share a loopback service or a module's fixture carry an xdist_group mark,
+# and the session's shared runs are trained once for both (tests/conftest.py). WORKERS=0 runs in one process.
+WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
+# DeepSpeed's built CPU op, one folder per venv (tests/conftest.py says why; .ci/run builds it there).
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
+
+.PHONY: run test test-fast setup
 
 run: setup
 	$(VENV)/bin/dsf run
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PARALLEL)
+
+test-fast: setup
+	$(PY) -m pytest $(PARALLEL) -m "$(FAST)"
 
 setup: $(VENV)/.installed
 

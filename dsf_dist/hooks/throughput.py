@@ -143,10 +143,11 @@ class ThroughputMonitor(pl.Callback):
                 window["mfu"] = window["tflops_per_device"] * 1e12 / self.peak
         self.windows.append(window)
         if trainer.is_global_zero:
-            # with the epoch, as Lightning's own rows have it
+            # with the epoch and the step index, as Lightning's own rows have them (global_step already counts this
+            # step; Lightning logs a step's rows at its 0-based index, so the window's row stays in step order)
             metrics = {"epoch": trainer.current_epoch, **{f"throughput/{key}": value for key, value in window.items()}}
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
         self._reset_window(now)
 
     def _summarise(self, trainer: pl.Trainer) -> dict[str, Any]:
