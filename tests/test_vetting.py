@@ -146,6 +146,22 @@ def test_deepspeeds_latest_must_name_a_folder_inside_the_checkpoint(trained_run,
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_a_payload_behind_a_symlinked_folder_is_found(trained_run, tmp_path):
+    """DeepSpeed follows a symlinked tag folder (pathlib's rglob does not): its states are vetted all the same."""
+    checkpoint = copy_checkpoint(trained_run, "vet-zero3", tmp_path)
+    (checkpoint / "checkpoint").rename(tmp_path / "states")
+    (checkpoint / "checkpoint").symlink_to(tmp_path / "states")
+    assert vet(checkpoint) == "deepspeed"
+    marker = tmp_path / "pwned"
+    poisoned = plant_in_torch_file(checkpoint / STATES.format(0, "optim"), marker)
+    with pytest.raises(UnsafeCheckpoint) as refused:
+        check_resumable(checkpoint)
+    one_line_refusal(refused.value, poisoned)
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_dcp_shard_outside_the_folder_is_refused(trained_run, tmp_path):
     checkpoint = copy_checkpoint(trained_run, "vet-fsdp", tmp_path)
     metadata = pickle.loads((checkpoint / ".metadata").read_bytes())

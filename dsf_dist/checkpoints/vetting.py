@@ -24,6 +24,7 @@ A file that refuses is one of three things, each its own one-line error with exi
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import pickletools
 import re
@@ -204,7 +205,7 @@ def vet_deepspeed(folder: Path) -> None:
             raise damaged(folder / tag, "deepspeed", "no *model_states.pt in the folder `latest` names")
     if (folder / "latest_universal").is_file():  # what ds_to_universal writes; load_universal reads it
         deepspeed_tag(folder / "latest_universal")
-    for file in sorted(folder.rglob("*.pt")):
+    for file in torch_files(folder):
         load_torch_file(file, "deepspeed", DEEPSPEED, mmap=True)
 
 
@@ -283,7 +284,7 @@ def vet_distcp(folder: Path) -> None:
         metadata = read_dcp_metadata(file)
         for part, item in byte_items(folder, file, metadata):
             load_torch_file(item, "distcp", name=part)
-    for file in sorted(folder.rglob("*.pt")):  # Lightning's meta.pt: loops, callbacks, hyper-parameters
+    for file in torch_files(folder):  # Lightning's meta.pt: loops, callbacks, hyper-parameters
         load_torch_file(file, "distcp", mmap=True)
 
 
@@ -317,6 +318,19 @@ def byte_items(folder: Path, metadata_file: Path, metadata: Any) -> Iterator[tup
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
+def torch_files(folder: Path) -> list[Path]:
+    """Every *.pt under `folder`, through symlinked folders too (a loader follows them; Path.rglob does not)."""
+    found, seen = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up: walked already
+            folders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(root) / name for name in files if name.endswith(".pt")]
+    return sorted(found)
+
+
 def _head(source: Path | IO[bytes], file: Path, kind: str) -> bytes:
     """The first bytes, which tell torch.save's zip format and a pickle from anything else."""
     if not isinstance(source, Path):
