@@ -43,11 +43,27 @@ def load_config(
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping; a file that is not UTF-8 YAML text, or a mapping with a key twice, is one line
+    naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; check the path given to -c/--config")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file (byte {err.start} is not UTF-8); give the YAML config file to -c/--config"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data, no Python tags
+    except DuplicateKey as err:
+        raise ConfigError(f"{path} line {err.problem_mark.line + 1}: {err.problem}; keep one of them") from None
+    except yaml.reader.ReaderError as err:  # a control character: a binary file that happens to be valid UTF-8
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        raise ConfigError(
+            f"{path}: not a YAML text file (control character #x{code:04x} at position {err.position}); "
+            "give the YAML config file to -c/--config"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -58,6 +74,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (model, trainer, data, ...)")
     return raw
+
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping names one key twice; YAML would silently keep the last value."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a mapping that holds a key twice (`max_epochs: 1` then `max_epochs: 2`)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys it brings may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):  # unhashable: SafeLoader's own error says so
+                continue
+            if key in seen:
+                raise DuplicateKey(
+                    None,
+                    None,
+                    f"key '{key}' appears twice in one mapping (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

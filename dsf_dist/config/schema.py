@@ -47,6 +47,11 @@ class ModelConfig(Section):
     token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra)."""
     pretrained: str | None = None
     """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer)."""
+    trust_remote_code: bool = False
+    """token_classification: let a Hugging Face model folder run its own Python code (config.json's `auto_map`), as
+    transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model alike. Off: a
+    model folder is data, and dsf loads only its safetensors weights and built-in architectures; set it only for a
+    folder whose code you have read and trust."""
     input_size: int | None = Field(None, ge=1)
     """Features per sample; None takes it from the data set."""
     num_classes: int | None = Field(None, ge=2)

@@ -13,7 +13,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from dsf_dist import files
-from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into, load_lightning_file
+from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
+from dsf_dist.checkpoints.architecture import checkpoint_hparams, exported_model
 from dsf_dist.comparison.render import write_reports
 from dsf_dist.comparison.report import build_report, scalar_report
 from dsf_dist.config import DsfConfig, load_config
@@ -180,13 +181,13 @@ class Main:
             own = self.task.pretrained_module(self.cfg)
             if own is not None:
                 return own
-            model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
+            model = self.define_model(exported_model(Path(spec.path), self.cfg.model))
             load_into(model, Path(spec.path) / WEIGHTS_FILE)
             return model
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = None
         if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:
-            hparams = load_lightning_file(path).get("hyper_parameters")
+            hparams = checkpoint_hparams(path, self.cfg.model)
             model = self.task.module_from_hparams(hparams) if hparams else None
         model = model or self.define_model()
         load_into(model, path)

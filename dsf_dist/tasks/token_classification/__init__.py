@@ -55,7 +55,7 @@ def check_existing(cfg: DsfConfig) -> None:
             f"existing_model.path: {path} has no config.json; give a folder save_pretrained wrote "
             "(or kind: checkpoint for a dsf checkpoint)"
         )
-    output_columns(path, labels(cfg))
+    output_columns(path, labels(cfg), cfg.model.trust_remote_code)
 
 
 class TokenClassificationTask(ClassificationTask):
@@ -82,7 +82,7 @@ class TokenClassificationTask(ClassificationTask):
         from dsf_dist.tasks.token_classification.model import load_tokenizer
 
         sentences, test_sentences = corpora(cfg)
-        tokenizer = load_tokenizer(cfg.model.pretrained)
+        tokenizer = load_tokenizer(cfg.model.pretrained, cfg.model.trust_remote_code)
         max_length = int(cfg.data.dataset_kwargs.get("max_length", DEFAULT_MAX_LENGTH))
         names = labels(cfg)
         max_words = max(len(s["tokens"]) for s in [*sentences, *test_sentences])
@@ -94,7 +94,7 @@ class TokenClassificationTask(ClassificationTask):
         from dsf_dist.tasks.token_classification.data import Collate
         from dsf_dist.tasks.token_classification.model import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.model.pretrained)
+        tokenizer = load_tokenizer(cfg.model.pretrained, cfg.model.trust_remote_code)
         return Collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def module(self, cfg: DsfConfig, model: ModelConfig, splits: Splits) -> pl.LightningModule:
