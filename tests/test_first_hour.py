@@ -2,7 +2,7 @@
 exists; what a config cannot run with is refused by `dsf config --check`; nothing is overwritten or left silent.
 
 Each test calls the real CLI and checks its exit code and its line. Refusals happen before training, so most
-start no training at all; the ones that train (and `dsf doctor`, whose DeepSpeed checks are slow) are marked slow.
+start no training at all; the ones that train are marked slow.
 """
 
 from __future__ import annotations
@@ -281,7 +281,6 @@ def test_a_taken_run_name_is_refused_before_torch_naming_resume(tmp_path, verb):
 
 
 # -- quiet output -----------------------------------------------------------------------------------------------
-@pytest.mark.slow  # no training, but DeepSpeed's op checks take 10-30 s here
 def test_doctor_starts_with_its_own_table(tmp_path):
     done = dsf("doctor", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
