@@ -1,8 +1,14 @@
-# The two commands of the README. Both set up .venv first (once; again when pyproject.toml changes): the CPU build of torch before the
-# project, so pip does not pull a multi-GB CUDA build. On a GPU machine: make TORCH='torch==2.13.0 --index-url ...'.
+# The two commands of the README. `make run` sets up .venv with the core only (torch, Lightning, dsf-dist), enough
+# for the embedded default; `make setup` and `make test` add every extra (deepspeed, ray, hf, loggers, dev).
+# torch is installed first, from TORCH, so that pip does not pick a build for you:
+#   CPU-only machine:  make run TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'
+#   NVIDIA GPUs:       make run TORCH='torch==2.13.0'   (PyPI's default build for Linux is the CUDA one)
+# A changed TORCH replaces the torch in .venv on the next make; a changed pyproject.toml reinstalls the project.
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
+EXTRAS := dev,deepspeed,ray,hf,loggers
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH)' | cksum | cut -d' ' -f1)
 
 # The fast tier: the tests marked neither slow, distributed, slurm nor ray, plus the one end-to-end run (smoke).
 FAST := (not slow and not distributed and not slurm and not ray) or smoke
@@ -15,7 +21,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: run test test-fast setup
 
-run: setup
+run: $(VENV)/.core
 	$(VENV)/bin/dsf run
 
 test: setup
@@ -26,9 +32,20 @@ test-fast: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(TORCH_STAMP): | $(PY)
+	rm -f $(VENV)/.torch-*
+	$(PY) -m pip uninstall -q -y torch
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,deepspeed,ray,hf,loggers]'
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(TORCH_STAMP)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.core
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@

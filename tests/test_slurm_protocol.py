@@ -99,7 +99,7 @@ def test_slurm_task_lists_and_job_ids():
 
 def test_requeue_decision():
     saved = "SIGUSR1 at step 5: checkpoint saved to r/checkpoints/last.ckpt"
-    assert "continue with the same command and --resume" in after_checkpoint(saved, "r/config.yaml", 3, True, {})
+    assert "continue with `dsf run -c r/config.yaml --resume`" in after_checkpoint(saved, "r/config.yaml", 3, True, {})
     capped = after_checkpoint(saved, "r/config.yaml", 3, True, {"SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "3"})
     assert "not requeued: job 9 has restarted 3 time(s) and run.max_requeues is 3" in capped
     assert capped.endswith("continue with: sbatch slurm/train.sh r/config.yaml")

@@ -199,6 +199,13 @@ class ComparisonConfig(Section):
     """Gate, metrics that must not be significantly worse: fails when the bootstrap interval of the improvement
     lies entirely below 0, and for accuracy also when McNemar's test is significant in the existing model's favour."""
 
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _a_fraction(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 < value < 100:
+            raise ValueError(f"{value} reads as a percentage; give the level as a fraction, e.g. {value / 100:g}")
+        return value
+
     @field_validator("min_absolute", "min_relative")
     @classmethod
     def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:

@@ -79,7 +79,7 @@ def resolve_config(config: str | None, overrides: Sequence[str]) -> tuple[DsfCon
     trainer.devices is not checked against this machine: the workers run elsewhere (the head may have no GPU),
     and each worker checks the devices Ray gave it."""
     cfg = load_config(config, [*overrides, "trainer.devices=auto"])
-    task_for(cfg).check_config(cfg)
+    task_for(cfg).check(cfg)
     devices, nodes = requested_devices(config, overrides)
     cfg.trainer["devices"] = devices
     workers = cfg.ray.num_workers or default_workers(devices, nodes)

@@ -63,7 +63,7 @@ class Main:
             cfg.data.path = dataset_path or cfg.data.path
             cfg.data.test_path = test_dataset_path or cfg.data.test_path
         self.task = task_for(cfg)
-        self.task.check_config(cfg)
+        self.task.check(cfg)
         self.env = resolve()
         self.cfg = cfg if run_dir else name_run(cfg, self.env)
         self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)
@@ -110,18 +110,18 @@ class Main:
             files.write_json(self.run.results / "train.json", outcome)
         return outcome["best_checkpoint"]
 
-    def execute_test(self, model_path: str | None = None) -> dict[str, Any]:
+    def execute_test(self, model_path: str | None = None, name: str = "test") -> dict[str, Any]:
         """Test a checkpoint of any strategy (default: the run's best) on the test split, under the configured
-        strategy; results on rank zero, {} elsewhere."""
+        strategy, into results/<name>.json and <name>_predictions.npz; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
         model = self.define_model()
         self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         load_into(model, model_path)
-        out = self.run.results / "test_predictions.npz"
+        out = self.run.results / f"{name}_predictions.npz"
         logged = predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
         if logged is not None:
-            return self._logged(logged, "test", {"model": str(model_path)}, type(model).__name__)
-        return self._score(out, "test", {"model": str(model_path)})
+            return self._logged(logged, name, {"model": str(model_path)}, type(model).__name__)
+        return self._score(out, name, {"model": str(model_path)})
 
     def execute_eval(self) -> dict[str, Any] | None:
         """Score the existing model on the same test samples; None when existing_model.kind is 'none'."""

@@ -60,6 +60,7 @@ def check_existing(cfg: DsfConfig) -> None:
 
 class TokenClassificationTask(ClassificationTask):
     name = "token_classification"
+    metrics = (*ClassificationTask.metrics, "entity_f1")
 
     def check_config(self, cfg: DsfConfig) -> None:
         if not cfg.model.pretrained:
