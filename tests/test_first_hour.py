@@ -150,11 +150,6 @@ def test_export_takes_no_set(tmp_path):
     assert line == "--set trainer.max_epochs=3: dsf export writes the run's own config.yaml, so it takes no --set"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a non-checkpoint file is still reported as 'holds Python objects': its own line comes with the "
-    "checkpoint-vetting work in dsf_dist/checkpoints/ (another branch); remove this mark when it lands",
-)
 def test_a_json_file_given_as_checkpoint_is_not_a_checkpoint(tmp_path):
     run = fake_run(tmp_path)
     (tmp_path / "results.json").write_text('{"accuracy": 0.9}')
