@@ -45,6 +45,7 @@ def unresolvable(path: str) -> str | None:
     without), and its source is parsed for a top-level def, class, assignment or import of `name`. Only
     an import could tell more: a compiled module, a star import or a module __getattr__ is taken on trust."""
     module_name, _, attr = path.partition(":")
+    search_working_folder()  # where load_object will look too
     spec = _find_spec(module_name)
     if spec is None:
         return f"no module '{module_name}' on this Python's path; check the spelling and PYTHONPATH"

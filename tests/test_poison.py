@@ -143,7 +143,7 @@ def test_hostile_strings_reach_dsf_as_data(cluster, tmp_path):
     quick = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1, "enable_progress_bar": False}
     recipe = {"trainer": quick, "run": {"name": "hostile", "output_root": "runs"}, "existing_model": {"kind": "none"}}
     config.write_text(json.dumps({**recipe, "throughput": {"enabled": False}}))
-    overrides = [f"existing_model.kwargs.n{i}={text}" for i, text in enumerate(hostile)]
+    overrides = [f"existing_model.kwargs.n{i}={json.dumps(text)}" for i, text in enumerate(hostile)]  # YAML strings
     job = cluster.sbatch(*ONE_TASK, SCRIPT, str(config), *sets(*overrides), cwd=tmp_path, env=job_env())
     final = cluster.wait_done(job, timeout=180)
     log = (tmp_path / f"dsf-{job}.out").read_text()

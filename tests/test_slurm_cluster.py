@@ -175,7 +175,7 @@ BAD_INPUT = {
     ),
     "bad config key": (
         [ONE_CPU, SCRIPT, DDP, "--set", "trainer.max_epoch=2"],
-        r"dsf: error: trainer\.max_epoch: unknown key; did you mean max_epochs\?",
+        r"dsf: error: --set trainer\.max_epoch=2: trainer\.max_epoch: unknown key; did you mean max_epochs\?",
     ),
     "dsf without srun": (
         [ONE_CPU, "--ntasks-per-node=2", "--output=dsf-%j.out", "--wrap", WITHOUT_SRUN],
