@@ -1,0 +1,53 @@
+"""checkpoint.async_save on 2 CPU ranks (DDP, single-file checkpoints written by a background thread): a SIGKILL
+of every rank while a background write replaces last.ckpt leaves the previous last.ckpt whole, the resume
+continues from it, and the run ends bit-identical to an uninterrupted asynchronous run. A checkpoint every step
+of a 13 MB model keeps a write in flight most of the time, so every save also waits for the one before it.
+(The time the loop is blocked, sync against async, is measured by benchmarks/checkpoint_stall.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import dsf, results, sets
+from ranks import finish, kill_group, staging, start, wait_for
+
+from dsf_dist.checkpoints import check_resumable, load_lightning_file, load_weights
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
+ASYNC = (
+    "strategy.name=ddp",
+    "trainer.devices=2",
+    "trainer.max_epochs=2",
+    "trainer.limit_val_batches=2",
+    "trainer.enable_progress_bar=false",
+    "existing_model.kind=none",
+    "throughput.enabled=false",
+    "model.network_kwargs.hidden_sizes=[1024,1024]",  # 13 MB with Adam's moments: a write lasts long enough
+    "checkpoint.every_n_train_steps=1",
+    "checkpoint.async_save=true",
+)
+
+
+def test_a_kill_during_a_background_write_keeps_the_previous_checkpoint(trained_run, tmp_path):
+    reference = trained_run("async-whole", *sets(*ASYNC), verb="train")
+    saves = results(reference, "train")["checkpoint_seconds"]
+    assert saves["saves"] >= 20 and 0 < saves["blocked_s"] < saves["written_s"], saves
+
+    job = start("train", "--output", "runs", *sets(*ASYNC, "run.name=async"), cwd=tmp_path, log=tmp_path / "log")
+    run = tmp_path / "runs" / "async"
+    last = run / "checkpoints" / "last.ckpt"
+    wait_for(lambda: last.exists() and staging(run), 240, "a background write replacing last.ckpt", job, poll=0.001)
+    kill_group(job)
+    check_resumable(last)  # whole: the torn write is only the staging copy
+    step = load_lightning_file(last)["global_step"]
+    print(f"killed while the write after step {step} was in flight")
+    assert 0 < step < 20
+
+    done = dsf("train", "-c", str(run / "config.yaml"), "--resume", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results(run, "train")["resumed_from"] == "checkpoints/last.ckpt"
+    assert not [path for path in (run / "checkpoints").iterdir() if path.name.endswith(".partial")]
+    mine, theirs = (load_weights(folder / "checkpoints" / "last.ckpt") for folder in (run, reference))
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[key], theirs[key]) for key in mine)
+    assert finish(job, 1) == -9

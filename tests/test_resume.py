@@ -1,0 +1,225 @@
+"""A stopped run loses nothing (DESIGN.md rule 7), on 2 CPU ranks with the real CLI:
+
+- a run stopped mid-epoch (a signal, a SIGKILL between step checkpoints) and resumed ends with final weights
+  bit-identical to one uninterrupted run of the same config, for ddp, fsdp and deepspeed, with no "not resumable"
+  warning; for ddp through three mixed stops, the run folder moved before each resume;
+- a moved run folder resumes its own newest checkpoint: no `last-vN` copies, the best-k still pruned, the paths in
+  results/train.json relative to the run folder;
+- a run checkpointed on 2 ranks continues on 1 (each strategy) and one on 1 continues on 2 (ddp): every training
+  sample of the interrupted epoch is seen exactly once, the global step and the learning-rate schedule go on.
+
+Every strategy has one uninterrupted reference run and one run stopped mid-epoch, each trained once
+(`trained_run`, `stopped`); every resume works on a copy. Stops come at seeded random steps (DSF_RESUME_SEED,
+default 16), printed, so a failure can be replayed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import copy_run, dsf, results, sets
+from interrupts import digest, seen
+
+from dsf_dist.checkpoints import load_lightning_file, load_weights
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
+SEED = int(os.environ.get("DSF_RESUME_SEED", "16"))
+STEPS_PER_EPOCH = 10  # 1,258 training samples / 2 ranks / batch 64: 10 steps (9 of 64 and one of 53 per rank)
+EPOCHS = 2
+BASE = (
+    "trainer.devices=2",
+    f"trainer.max_epochs={EPOCHS}",
+    "trainer.limit_val_batches=2",
+    "trainer.enable_progress_bar=false",
+    "existing_model.kind=none",
+    "throughput.enabled=false",
+    "checkpoint.every_n_train_steps=2",
+    "run.stop_check_s=0",  # the ranks agree on a stop at every step: the stop step is known
+    "model.scheduler.name=step",  # lr halves every epoch: a schedule that must continue across a resume
+    "model.scheduler.step_size=1",
+    "model.scheduler.gamma=0.5",
+)
+STRATEGIES = {
+    "ddp": ("strategy.name=ddp",),
+    "fsdp": ("strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"),
+    "deepspeed": ("strategy.name=deepspeed", "strategy.deepspeed.stage=3"),
+}
+RNG = random.Random(SEED)
+FIRST_STOP = {name: RNG.randint(1, 7) for name in STRATEGIES}  # SIGUSR1 after this step: stops after the next one
+
+
+def callbacks(*specs: str) -> str:
+    return f"callbacks=[{', '.join(specs)}]"
+
+
+def stop_at(step: int, signal: str, rank: int = 0) -> str:
+    return f'{{target: "interrupts:StopAt", kwargs: {{step: {step}, signal: {signal}, rank: {rank}}}}}'
+
+
+def record_samples(folder: Path) -> str:
+    return f'{{target: "interrupts:SeenSamples", kwargs: {{folder: "{folder}"}}}}'
+
+
+def resume(run: Path, *extra: str, timeout: float = 300):
+    """`dsf train -c RUN/config.yaml --resume` for the run folder where it now is."""
+    return dsf(
+        "train", "-c", str(run / "config.yaml"), "--resume", "--output", str(run.parent), *sets(*extra), cwd=run.parent,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def same_weights(run: Path, reference: Path) -> bool:
+    mine, theirs = (load_weights(folder / "checkpoints" / "last.ckpt") for folder in (run, reference))
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[key], theirs[key]) for key in mine)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@pytest.fixture(scope="session")
+def reference(trained_run):
+    return lambda name: trained_run(f"whole-{name}", *sets(*BASE, *STRATEGIES[name]), verb="train")
+
+
+@pytest.fixture(scope="session")
+def stopped(tmp_path_factory):
+    """Per strategy, one run stopped by SIGUSR1 mid-way through its first epoch, trained once; with the samples
+    each rank saw before the stop. Resumes work on copies."""
+    made: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            root = tmp_path_factory.mktemp(f"stopped-{name}")
+            step = FIRST_STOP[name]
+            print(f"[resume seed {SEED}] {name}: SIGUSR1 after step {step}")
+            args = [*BASE, *STRATEGIES[name], f"run.name=cut-{name}"]
+            args.append(callbacks(stop_at(step, "SIGUSR1"), record_samples(root / "seen")))
+            done = dsf("train", "--output", str(root), *sets(*args), cwd=root, timeout=300)
+            assert done.returncode == 75, done.stderr[-3000:]  # stopped, checkpoint saved (EX_TEMPFAIL)
+            assert f"stopped by SIGUSR1 at step {step + 1}" in done.stderr, done.stderr[-3000:]
+            made[name] = root / f"cut-{name}"
+        return made[name]
+
+    return make
+
+
+def moved(run: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.move(str(run), str(into / run.name)))
+
+
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed"])
+def test_a_mid_epoch_stop_resumes_bit_identical(reference, stopped, tmp_path, name):
+    run = copy_run(stopped(name), tmp_path)
+    done = resume(run, "callbacks=[]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not resumable" not in done.stderr and "reshuffled" not in done.stderr
+    record = results(run, "train")
+    assert record["resumed_from"] == "checkpoints/last.ckpt"
+    assert record["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    assert same_weights(run, reference(name))
+
+
+def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(reference, stopped, tmp_path):
+    """SIGUSR1 (rank 0), SIGKILL (every rank at once, between step checkpoints), SIGTERM (rank 1 only); the run
+    folder moves to another place before each resume, and the last two resumes run from moved folders."""
+    first = FIRST_STOP["ddp"] + 1
+    kill = RNG.randint(first + 1, 13)
+    term = RNG.randint(kill + 1, 17)
+    print(f"[resume seed {SEED}] ddp: SIGUSR1 after step {first - 1}, SIGKILL after {kill}, SIGTERM after {term}")
+    run = copy_run(stopped("ddp"), tmp_path / "a")
+
+    killed = resume(run, callbacks(stop_at(kill, "SIGKILL")))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    newest = load_lightning_file(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert newest == max(first, kill - kill % 2 if kill % 2 else kill - 2)  # the last step checkpoint before the kill
+
+    run = moved(run, tmp_path / "b")
+    stopped_again = resume(run, callbacks(stop_at(term, "SIGTERM", rank=1)))
+    assert stopped_again.returncode == 75, stopped_again.stderr[-3000:]
+    assert f"stopped by SIGTERM at step {term + 1}" in stopped_again.stderr
+    assert results(run, "train")["resumed_from"] == "checkpoints/last.ckpt"
+
+    run = moved(run, tmp_path / "c")
+    done = resume(run, "callbacks=[]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert same_weights(run, reference("ddp"))
+    record = results(run, "train")
+    assert record["resumed_from"] == "checkpoints/last.ckpt"
+    assert record["best_checkpoint"].startswith("checkpoints/") and record["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    # No last-vN beside last.ckpt, and top-1 kept one best: the moved folder's own bookkeeping.
+    names = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert names == sorted(["last.ckpt", Path(record["best_checkpoint"]).name]), names
+
+
+def training_digests(run: Path) -> Counter:
+    from dsf_dist.config import load_config
+    from dsf_dist.pipeline import Main
+
+    split = Main(load_config(run / "config.yaml"), run_dir=run).split()
+    return Counter(digest(split.train[i][0]) for i in range(len(split.train)))
+
+
+def epoch_samples(records: list[dict], epoch: int, before_step: int | None = None) -> Counter:
+    return Counter(
+        sample
+        for record in records
+        if record["epoch"] == epoch and (before_step is None or record["step"] < before_step)
+        for sample in record["samples"]
+    )
+
+
+def check_carried_over(stopped_run: Path, resumed: Path, seen_after: Path, stop_step: int, steps_after: int):
+    """The interrupted epoch saw every training sample exactly once across the two world sizes; the next epoch too;
+    the resumed run began at the stopped step and ran the steps its world size needs."""
+    before, after = seen(stopped_run.parent / "seen"), seen(seen_after)
+    expected = training_digests(resumed)
+    assert epoch_samples(before, 0, stop_step) + epoch_samples(after, 0) == expected
+    assert epoch_samples(after, 1) == expected
+    assert min(record["step"] for record in after) == stop_step
+    assert results(resumed, "train")["global_step"] == stop_step + steps_after
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_two_ranks_continue_on_one(stopped, tmp_path, name):
+    source = stopped(name)
+    run = copy_run(source, tmp_path)
+    step = FIRST_STOP[name] + 1
+    done = resume(run, "trainer.devices=1", callbacks(record_samples(tmp_path / "seen")), timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed a checkpoint of 2 rank(s) on 1" in done.stderr
+    left = ceil_div(1258 - step * 128, 64)  # the rest of the epoch in batches of one rank, then a whole epoch
+    check_carried_over(source, run, tmp_path / "seen", step, left + 2 * STEPS_PER_EPOCH)
+    if name == "deepspeed":  # the universal checkpoint DeepSpeed resumed from holds the stopped run's weights
+        weights = load_weights(source / "checkpoints" / "last.ckpt")
+        universal = run / "checkpoints" / ".last.ckpt.universal" / "checkpoint" / "zero"
+        assert {folder.name for folder in universal.iterdir() if folder.is_dir()} == set(weights)
+        for key, value in weights.items():
+            assert torch.equal(torch.load(universal / key / "fp32.pt", weights_only=True)["param"], value), key
+    if name == "ddp":  # the schedule went on: halved after each of the two epochs
+        state = load_lightning_file(run / "checkpoints" / "last.ckpt")
+        assert state["lr_schedulers"][0]["last_epoch"] == EPOCHS
+        assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5**EPOCHS)
+
+
+def test_one_rank_continues_on_two(tmp_path):
+    step = RNG.randint(3, 15)
+    print(f"[resume seed {SEED}] ddp on 1 rank: SIGUSR1 after step {step}")
+    args = [*BASE, *STRATEGIES["ddp"], "trainer.devices=1", "run.name=one"]
+    args.append(callbacks(stop_at(step, "SIGUSR1"), record_samples(tmp_path / "seen")))
+    done = dsf("train", "--output", str(tmp_path), *sets(*args), cwd=tmp_path, timeout=300)
+    assert done.returncode == 75, done.stderr[-3000:]
+    run, stop_step = tmp_path / "one", step + 1
+    done = resume(run, "trainer.devices=2", callbacks(record_samples(tmp_path / "seen-after")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed a checkpoint of 1 rank(s) on 2" in done.stderr
+    left = ceil_div(ceil_div(1258 - stop_step * 64, 2), 64)  # per rank: the rest of the epoch, then a whole epoch
+    check_carried_over(run, run, tmp_path / "seen-after", stop_step, left + STEPS_PER_EPOCH)
