@@ -41,8 +41,20 @@ class StopAt(pl.Callback):
         self.sent = True
         print(f"interrupts: {self.signal.name} after step {self.step} on rank {self.rank}", flush=True)
         if self.signal == signals.SIGKILL:
+            if test_runner_in_group():
+                raise RuntimeError("StopAt: SIGKILL would reach the test runner; start the job in its own session")
             os.killpg(os.getpgrp(), signals.SIGKILL)
         os.kill(os.getpid(), self.signal)
+
+
+def test_runner_in_group() -> bool:
+    """An ancestor in this process group is pytest (the job was not started in its own session)."""
+    pid, group = os.getppid(), os.getpgrp()
+    while pid > 1 and os.getpgid(pid) == group:
+        if b"pytest" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return True
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    return False
 
 
 class InjectedFault(DsfError):

@@ -74,8 +74,12 @@ class LoaderPositions(Callback):
         left = sampler.remaining_per_rank()
         batches_left = left // loader.batch_size if loader.drop_last else -(-left // loader.batch_size)
         done = max(int(trainer.num_training_batches) - batches_left, 0)
+        # Shifted, not set: Lightning still adjusts the counters of a checkpoint saved mid-step when its epoch loop
+        # restarts (completed lags the others by one), and that must keep working on the shifted values.
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        progress.ready = progress.started = progress.processed = progress.completed = done
+        shift = done - progress.ready
+        progress.ready, progress.started = progress.ready + shift, progress.started + shift
+        progress.processed, progress.completed = progress.processed + shift, progress.completed + shift
         if trainer.is_global_zero:
             print(
                 f"dsf: resumed a checkpoint of {self.saved_world_size} rank(s) on {trainer.world_size}: the data "

@@ -193,6 +193,9 @@ class Watchdog(Callback):
             lost = self._lost_peer()
             if lost:
                 self.fail(lost)
+            notice = posted_failure()  # the peer raised, and said why before it exited
+            if notice:
+                self.fail(f"{notice}; the job stops")
             time.sleep(POLL_S)
         self.fail(
             f"rank {self.rank}: a collective failed ({first_line(exception)}); another rank was lost or ended first"
