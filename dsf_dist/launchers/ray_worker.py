@@ -27,18 +27,19 @@ EXIT_CONFIG = ConfigError.exit_code  # config and run-folder mistakes, found ali
 @dataclass(frozen=True)
 class RayRunFolder(RunFolder):
     """The run folder as a Ray worker sees it: the driver created it and wrote config.yaml; fit continues from
-    the newest of Ray's last reported checkpoint and checkpoints/last.ckpt, else from the start. Workers never
-    create or rewrite the folder."""
+    Ray's last reported checkpoint (with checkpoint.every_n_train_steps: the newer of it and checkpoints/last.ckpt),
+    else as `dsf run` would (checkpoints/last.ckpt with run.resume=auto, else from the start). Workers never create
+    or rewrite the folder."""
 
     ray_checkpoint: str | None = None
 
     def prepare(self, cfg: DsfConfig, write: bool) -> str | None:
-        # The newest of Ray's last reported checkpoint (once per epoch) and the run's last.ckpt (every
-        # checkpoint.every_n_train_steps, or at a stop), so that a restart loses the least. A last.ckpt without
-        # run.resume=auto was written by this job: the driver refuses to start a fresh job in an existing folder.
+        # With checkpoint.every_n_train_steps the run's last.ckpt can be newer than Ray's last report (once per
+        # epoch): a restart takes the newer of the two, so that it loses the least. (Such a last.ckpt without
+        # run.resume=auto was written by this job: the driver refuses to start a fresh job in an existing folder.)
+        if self.ray_checkpoint is None or not cfg.checkpoint.every_n_train_steps:
+            return self.ray_checkpoint or super().prepare(cfg, write=False)
         found = [path for path in (self.ray_checkpoint, resumable(self.checkpoints / "last.ckpt")) if path]
-        if not found:
-            return None
         newest = max(found, key=lambda path: Path(path).stat().st_mtime)
         from dsf_dist.checkpoints import check_resumable  # torch: not for the driver's imports
 
