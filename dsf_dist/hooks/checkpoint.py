@@ -154,25 +154,27 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _save_staged(self, trainer: pl.Trainer, target: Path) -> None:
         staging = target.with_name(f".{target.name}.partial")
+        # The same answer on every rank (a rank that writes nothing, as DDP's rank 1, has no write to wait for).
+        background = self.background and writes_in_background(trainer.strategy)
         started = time.perf_counter()
         try:
             if trainer.is_global_zero:
                 remove(staging)  # a torn one from a crash; DeepSpeed would write into it
             trainer.strategy.barrier()
             trainer.save_checkpoint(staging, self.save_weights_only)  # every rank writes its part; ends in a barrier
-            write = take_pending_write(trainer.strategy) if self.background else None
-            if write is None and trainer.is_global_zero:
+            write = take_pending_write(trainer.strategy) if background else None
+            if not background and trainer.is_global_zero:
                 publish(staging, target)
         except (OSError, RuntimeError) as err:
             raise self._write_failed(err, staging, target) from None
         blocked = time.perf_counter() - started
         self.timings.append({"step": trainer.global_step, "started": started, "blocked_s": blocked, "write_s": blocked})
-        if write is None:
-            trainer.strategy.barrier()
-        else:
+        if background:
             self._completing = self._background().submit(
                 self._complete, write, staging, target, trainer.is_global_zero, started
             )
+        else:
+            trainer.strategy.barrier()
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = str(target)
         if trainer.is_global_zero:
@@ -196,10 +198,11 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             self._completer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsf-checkpoint")
         return self._completer
 
-    def _complete(self, write: Future, staging: Path, target: Path, publishes: bool, started: float) -> None:
-        """In the background: wait for this rank's write; rank zero then renames the checkpoint into place (its
-        write ends after every rank's part is written) and removes the ones it replaced."""
-        write.result()
+    def _complete(self, write: Future | None, staging: Path, target: Path, publishes: bool, started: float) -> None:
+        """In the background: wait for this rank's write (if it has one); rank zero then renames the checkpoint into
+        place (its write ends after every rank's part is written) and removes the ones it replaced."""
+        if write is not None:
+            write.result()
         if publishes:
             publish(staging, target)
             for doomed in self._doomed:
@@ -248,6 +251,14 @@ def moved(path: str, saved_folder: str, folder: str | None) -> str:
     if saved_folder and os.path.isabs(saved_folder) and Path(path).is_relative_to(saved_folder):
         return os.path.join(folder, os.path.relpath(path, saved_folder))
     return path
+
+
+def writes_in_background(strategy: Any) -> bool:
+    """checkpoint.async_save took effect for this strategy (dsf_dist/strategy/async_save.py): FSDP2's sharded saves,
+    or a background CheckpointIO for single files; DeepSpeed's stay synchronous."""
+    return bool(getattr(strategy, "async_save", False)) or hasattr(
+        getattr(strategy, "checkpoint_io", None), "pending_write"
+    )
 
 
 def take_pending_write(strategy: Any) -> Future | None:
