@@ -75,12 +75,13 @@ class RaiseAt(pl.Callback):
 
 class Pace(pl.Callback):
     def __init__(self, step_s: float, log: str) -> None:
-        self.step_s, self.log = step_s, Path(log)
+        # Not `self.log`: Lightning sets every callback's `log` to the module's log method when fit starts.
+        self.step_s, self.steps_file = step_s, Path(log)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         time.sleep(self.step_s)
         if trainer.global_rank == 0:
-            with open(self.log, "a") as out:
+            with open(self.steps_file, "a") as out:
                 out.write(f"{time.time()} {trainer.global_step} {os.getpid()}\n")
 
 

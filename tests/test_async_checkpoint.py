@@ -7,12 +7,13 @@ async, is measured by benchmarks/checkpoint_stall.py.)"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import dsf, results, sets
-from ranks import kill_group, staging, start, wait_for
+from ranks import kill_group, start, wait_for
 
 from dsf_dist.checkpoints import check_resumable, load_lightning_file, load_weights
 
@@ -35,6 +36,14 @@ STRATEGIES = {
 }
 
 
+def staging(run: Path) -> bool:
+    """A checkpoint write is in flight: its staging copy (dsf_dist/hooks/checkpoint.py) exists, not yet renamed."""
+    try:
+        return any(name.endswith(".partial") for name in os.listdir(run / "checkpoints"))
+    except OSError:
+        return False
+
+
 def saved_step(checkpoint: Path) -> int:
     """The global step a checkpoint was saved at: a file's own record, or a sharded folder's meta.pt."""
     if checkpoint.is_file():
@@ -54,6 +63,7 @@ def test_a_kill_during_a_background_write_keeps_the_previous_checkpoint(trained_
     last = run / "checkpoints" / "last.ckpt"
     wait_for(lambda: last.exists() and staging(run), 240, "a background write replacing last.ckpt", job, poll=0.001)
     kill_group(job)
+    assert staging(run)  # where the kill landed: a write not yet renamed into place
     check_resumable(last)  # whole: the torn write is only the staging copy
     step = saved_step(last)
     print(f"killed while the write after step {step} was in flight")
