@@ -8,8 +8,9 @@
 - a run checkpointed on 2 ranks continues on 1 (each strategy) and one on 1 continues on 2 (ddp): every training
   sample of the interrupted epoch is seen exactly once, the global step and the learning-rate schedule go on.
 
-Every strategy has one uninterrupted reference run and one run stopped mid-epoch, each trained once
-(`trained_run`, `stopped`); every resume works on a copy. Stops come at seeded random steps (DSF_RESUME_SEED,
+Every strategy has one uninterrupted reference run, the session's shared one (tests/shared_runs.py, also read by
+test_strategies and test_chaos), and one run stopped mid-epoch, trained once (`stopped`); every resume works on a
+copy. Stops come at seeded random steps (DSF_RESUME_SEED,
 default 16), printed, so a failure can be replayed.
 """
 
@@ -26,6 +27,8 @@ import torch
 from conftest import copy_run, dsf, results, sets
 from interrupts import digest, seen
 from ranks import finish, start
+from shared_runs import EPOCHS, reference_run
+from shared_runs import STRATEGIES as SHARED_STRATEGIES
 
 from dsf_dist.checkpoints import load_lightning_file, load_weights
 
@@ -33,25 +36,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 SEED = int(os.environ.get("DSF_RESUME_SEED", "16"))
 STEPS_PER_EPOCH = 10  # 1,258 training samples / 2 ranks / batch 64: 10 steps (9 of 64 and one of 53 per rank)
-EPOCHS = 2
+# The shared reference runs' settings (tests/shared_runs.py), and two that do not change the weights: a checkpoint
+# every 2 steps (what a SIGKILL falls back to) and a stop agreed at every step (so the stop step is known).
 BASE = (
     "trainer.devices=2",
-    f"trainer.max_epochs={EPOCHS}",
-    "trainer.limit_val_batches=2",
     "trainer.enable_progress_bar=false",
+    f"trainer.max_epochs={EPOCHS}",
     "existing_model.kind=none",
-    "throughput.enabled=false",
     "checkpoint.every_n_train_steps=2",
-    "run.stop_check_s=0",  # the ranks agree on a stop at every step: the stop step is known
-    "model.scheduler.name=step",  # lr halves every epoch: a schedule that must continue across a resume
+    "run.stop_check_s=0",
+)
+QUICK = ("trainer.limit_val_batches=2", "throughput.enabled=false")  # for the runs no shared run is compared with
+SCHEDULE = (  # lr halves every epoch: a schedule that must continue across a resume
+    "model.scheduler.name=step",
     "model.scheduler.step_size=1",
     "model.scheduler.gamma=0.5",
 )
-STRATEGIES = {
-    "ddp": ("strategy.name=ddp",),
-    "fsdp": ("strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"),
-    "deepspeed": ("strategy.name=deepspeed", "strategy.deepspeed.stage=3"),
-}
+SHARED = {"ddp": "ddp", "fsdp": "fsdp", "deepspeed": "deepspeed3"}  # ZeRO-3
+STRATEGIES = {name: tuple(SHARED_STRATEGIES[shared]) for name, shared in SHARED.items()}
 RNG = random.Random(SEED)
 FIRST_STOP = {name: RNG.randint(1, 7) for name in STRATEGIES}  # SIGUSR1 after this step: stops after the next one
 
@@ -87,7 +89,7 @@ def ceil_div(a: int, b: int) -> int:
 
 @pytest.fixture(scope="session")
 def reference(trained_run):
-    return lambda name: trained_run(f"whole-{name}", *sets(*BASE, *STRATEGIES[name]), verb="train")
+    return lambda name: reference_run(trained_run, SHARED[name])
 
 
 @pytest.fixture(scope="session")
@@ -210,16 +212,12 @@ def test_two_ranks_continue_on_one(stopped, tmp_path, name):
             saved = torch.load(universal / key / "fp32.pt", weights_only=True)
             saved = saved["param"] if isinstance(saved, dict) else saved  # ZeRO-3 saves the tensor itself
             assert torch.equal(saved.reshape(value.shape), value), key
-    if name == "ddp":  # the schedule went on: halved after each of the two epochs
-        state = load_lightning_file(run / "checkpoints" / "last.ckpt")
-        assert state["lr_schedulers"][0]["last_epoch"] == EPOCHS
-        assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5**EPOCHS)
 
 
 def test_one_rank_continues_on_two(tmp_path):
     step = RNG.randint(3, 15)
     print(f"[resume seed {SEED}] ddp on 1 rank: SIGUSR1 after step {step}")
-    args = [*BASE, *STRATEGIES["ddp"], "trainer.devices=1", "run.name=one"]
+    args = [*BASE, *QUICK, *SCHEDULE, *STRATEGIES["ddp"], "trainer.devices=1", "run.name=one"]
     args.append(callbacks(stop_at(step, "SIGUSR1"), record_samples(tmp_path / "seen")))
     done = dsf("train", "--output", str(tmp_path), *sets(*args), cwd=tmp_path, timeout=300)
     assert done.returncode == 75, done.stderr[-3000:]
@@ -229,6 +227,9 @@ def test_one_rank_continues_on_two(tmp_path):
     assert "resumed a checkpoint of 1 rank(s) on 2" in done.stderr
     left = ceil_div(ceil_div(1258 - stop_step * 64, 2), 64)  # per rank: the rest of the epoch, then a whole epoch
     check_carried_over(run, run, tmp_path / "seen-after", stop_step, left + STEPS_PER_EPOCH)
+    state = load_lightning_file(run / "checkpoints" / "last.ckpt")  # the schedule went on: halved after each epoch
+    assert state["lr_schedulers"][0]["last_epoch"] == EPOCHS
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5**EPOCHS)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def token_project(tmp_path_factory) -> Path:
 
 def test_a_transformer_task_resumes_mid_epoch_bit_identical(token_project, tmp_path):
     os.environ["HF_HUB_OFFLINE"] = "1"
-    common = [*BASE, *STRATEGIES["ddp"], "checkpoint.monitor=val_loss"]
+    common = [*BASE, *QUICK, *STRATEGIES["ddp"], "checkpoint.monitor=val_loss"]
     args = ["-c", str(token_project / "tokens.yaml"), "--output", str(tmp_path)]
     whole = dsf("train", *args, *sets(*common, "run.name=whole"), cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
