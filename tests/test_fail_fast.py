@@ -12,6 +12,7 @@ fault and printed:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, results, sets
-from ranks import in_group, wait_for
+from ranks import children, in_group, wait_for
 from slurm_cluster import ClusterError, LoopbackCluster, free_port, missing_packages
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -87,10 +88,25 @@ def log_of(tmp_path: Path, *names: str) -> str:
     return "\n".join((tmp_path / f"{name}.log").read_text() for name in names)
 
 
+def descendants(pid: int) -> list[int]:
+    found, parents = [], [pid]
+    while parents:
+        kids = children(parents.pop())
+        found += kids
+        parents += kids
+    return found
+
+
 def stop_all(agents: list[subprocess.Popen]) -> None:
+    """SIGKILL each agent still running, its process group and every process below it: torchrun's ranks run in
+    process groups of their own, which a failed test would otherwise leave running."""
     for process in agents:
         if process.poll() is None:
+            below = descendants(process.pid)
             os.killpg(process.pid, signal.SIGKILL)
+            for pid in below:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             process.wait(timeout=30)
 
 
