@@ -97,17 +97,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def lose(node: subprocess.Popen) -> None:
+    """SIGKILL a node: its agent's process group and every process below it (torchrun's ranks run in process groups
+    of their own, so killing the agent's group alone leaves its rank training)."""
+    below = descendants(node.pid)
+    os.killpg(node.pid, signal.SIGKILL)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    node.wait(timeout=30)
+
+
 def stop_all(agents: list[subprocess.Popen]) -> None:
-    """SIGKILL each agent still running, its process group and every process below it: torchrun's ranks run in
-    process groups of their own, which a failed test would otherwise leave running."""
     for process in agents:
         if process.poll() is None:
-            below = descendants(process.pid)
-            os.killpg(process.pid, signal.SIGKILL)
-            for pid in below:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            lose(process)
 
 
 def test_torchrun_two_nodes_a_rank_that_raises_ends_the_job(tmp_path):
@@ -136,9 +140,8 @@ def test_torchrun_elastic_restart_after_a_lost_node_resumes_from_the_newest_chec
     try:
         last = run / "checkpoints" / "last.ckpt"
         wait_for(lambda: last.exists() and steps(pace) and steps(pace)[-1][1] >= 5, 240, "step 5", agents[0])
-        os.killpg(agents[1].pid, signal.SIGKILL)  # node 1 is lost: its agent and its rank
         lost = time.time()
-        agents[1].wait(timeout=30)
+        lose(agents[1])  # node 1 is lost: its agent and its rank
         agents.append(agent(tmp_path, "node1-again", port, "el", 1, *overrides))  # its replacement
         codes = [agents[0].wait(timeout=300), agents[2].wait(timeout=300)]
     finally:
