@@ -13,7 +13,7 @@ from pathlib import Path
 from dsf_dist.config import DsfConfig, dump
 from dsf_dist.config.base import SAFE_NAME
 from dsf_dist.errors import ConfigError, RunFolderError
-from dsf_dist.files import read_json, write_text
+from dsf_dist.files import read_json, write_json, write_text
 from dsf_dist.launchers.environment import Environment
 
 
@@ -41,6 +41,19 @@ class RunFolder:
     def done(self) -> Path:
         """Written by `dsf run` once the whole pipeline finished; `dsf run --resume` then does nothing."""
         return self.results / "done.json"
+
+    def inside(self, path: str | None) -> str | None:
+        """`path` relative to the run folder when it lies inside it, so that the record stays true after the folder
+        moves; a path elsewhere stays as it is."""
+        root = self.root.resolve()  # ModelCheckpoint names its files by their real path
+        if not path or not Path(path).resolve().is_relative_to(root):
+            return path
+        return str(Path(path).resolve().relative_to(root))
+
+    def record_training(self, outcome: dict) -> None:
+        """Rank zero: results/train.json, with the checkpoints it names relative to the run folder."""
+        paths = ("best_checkpoint", "last_checkpoint", "resumed_from")
+        write_json(self.results / "train.json", {k: self.inside(v) if k in paths else v for k, v in outcome.items()})
 
     def require(self) -> RunFolder:
         """For verbs that work on an existing run (test, eval, compare)."""

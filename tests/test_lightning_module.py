@@ -6,7 +6,6 @@ first pair runs in tests/test_loggers.py.)"""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,5 +112,5 @@ def test_a_module_without_test_step_is_refused_by_run_and_trained_by_train(tmp_p
     assert trained.stderr.count("has no validation_step") == 1
     record = results(run, "train")
     assert record["monitor"] is None and record["best_score"] is None and record["global_step"] == 2
-    best = Path(record["best_checkpoint"])
+    best = run / record["best_checkpoint"]
     assert best.name == "epoch000-step000002.ckpt" and any(best.glob("*.distcp"))  # the newest, sharded

@@ -84,7 +84,7 @@ def test_job_runs_the_whole_pipeline_into_the_storage_path(head: RayHead, uninte
     assert results(run, "done") == {"exit_code": 0}
     train = results(run, "train")
     assert train["global_step"] == 20 and train["resumed_from"] is None
-    assert Path(train["best_checkpoint"]).parent == run / "checkpoints"
+    assert (run / train["best_checkpoint"]).parent == run / "checkpoints"
     assert results(run, "test")["num_samples"] == 269  # every test sample once, on 2 ranks
     recorded = (run / "config.yaml").read_text()
     assert f"output_root: {run.parent}" in recorded and "name: digits-dsf-ray-plain" in recorded
@@ -112,7 +112,7 @@ def test_a_killed_worker_restarts_from_the_reported_checkpoint_with_the_same_res
     # Epoch 0 was reported and committed before the kill; the restarted group reported epoch 1 only.
     first = run / "ray-epoch000-step000010"
     assert [number for number, _ in reports(logs)] == [1, 2]
-    assert results(run, "train")["resumed_from"] == str(first / "checkpoint.ckpt")
+    assert results(run, "train")["resumed_from"] == str((first / "checkpoint.ckpt").relative_to(run))
     assert results(run, "train")["global_step"] == 20 and results(run, "done") == {"exit_code": 0}
     # The restart resumed weights, optimizer, data order and RNG state: the same run as uninterrupted.
     for name in ("test", "eval"):

@@ -234,7 +234,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     record = results(run, "train")
-    assert record["resumed_from"] == str(saved)
+    assert record["resumed_from"] == str(saved.relative_to(run))
     assert record["global_step"] == EPOCHS * 10  # 10 steps an epoch per rank (1,257 samples / 2 ranks / 64)
     leftovers = [path.name for path in (run / "checkpoints").iterdir() if path.name.startswith(".")]
     assert leftovers == []

@@ -136,6 +136,13 @@ class CheckpointConfig(Section):
     save_top_k: int = Field(1, ge=-1)
     save_last: bool = True
     every_n_epochs: int = Field(1, ge=1)
+    every_n_train_steps: int | None = Field(None, ge=1)
+    """Also save last.ckpt every N training steps, so that a run killed mid-epoch (SIGKILL, a lost node) loses at
+    most N steps; the best-k are still chosen at epoch ends. None: only at epoch ends (and on a stop signal)."""
+    async_save: bool = False
+    """Write checkpoints in the background: training waits only while the state is copied to host memory (which
+    needs room for one more copy of it). At most one write is in flight; fit ends with the last one complete.
+    DeepSpeed saves stay synchronous (dsf says so once)."""
 
 
 class EarlyStoppingConfig(Section):
@@ -257,6 +264,9 @@ class RunConfig(Section):
     max_requeues: int = Field(3, ge=0)
     """Preempted under SLURM (SIGUSR1 before the time limit, or SIGTERM), the job checkpoints and requeues itself
     while SLURM_RESTART_COUNT is below this; 0 never requeues (see slurm/train.sh)."""
+    stop_check_s: float = Field(0.5, ge=0)
+    """How often, in seconds of training, the ranks agree whether a stop signal (SIGUSR1, SIGTERM) reached any of
+    them (one small all-reduce); the run stops at the first such check after the signal. 0 checks at every step."""
 
     @field_validator("name")
     @classmethod

@@ -41,10 +41,13 @@ class Preemption(Callback):
     means the job was cancelled, hit its time limit, or was preempted by SLURM, which requeues it itself when
     configured to; outside SLURM (torchrun, a container platform) it is the usual request to stop."""
 
-    def __init__(self, checkpoint: AtomicModelCheckpoint, max_requeues: int, config: Path) -> None:
+    def __init__(
+        self, checkpoint: AtomicModelCheckpoint, max_requeues: int, config: Path, check_every_s: float = 0.5
+    ) -> None:
         self.checkpoint = checkpoint
         self.config = config
         self.max_requeues = max_requeues
+        self.check_every_s = check_every_s  # run.stop_check_s
         self.received = 0  # the strongest request so far: an index into REQUESTS
         self._sigterm_before: Any = None
         self._steps_to_check = 1  # the first step checks; later checks are spaced by rank 0's proposal
@@ -89,7 +92,7 @@ class Preemption(Callback):
             return
         for logger in trainer.loggers:  # the rows logged so far reach the disk before SLURM may kill the ranks
             logger.save()
-        path = self.checkpoint.save_last_now(trainer)
+        path = self.checkpoint.save_last_now(trainer)  # in place on every rank's return, also with async_save
         message = None
         if trainer.is_global_zero:
             name = signal.Signals(REQUESTS[request]).name
@@ -103,9 +106,9 @@ class Preemption(Callback):
         """The strongest request any rank has received, the same on every rank, at the steps where they check.
 
         At a check every rank all-reduces (max) [its flag, rank 0's proposal for the steps until the next
-        check], so all ranks stop at the same step. Rank 0 proposes about one check per CHECK_EVERY_S: on a
+        check], so all ranks stop at the same step. Rank 0 proposes about one check per run.stop_check_s: on a
         small model a collective per step would cost as much as the step itself, and a preemption notice
-        gives minutes."""
+        gives minutes. With run.stop_check_s 0 they check at every step."""
         if not (trainer.world_size > 1 and process_group()):
             return self.received
         self._steps_to_check -= 1
@@ -115,7 +118,7 @@ class Preemption(Callback):
         proposal = 0
         if trainer.is_global_zero and self._checked_at is not None:
             step_s = max((now - self._checked_at) / self._interval, 1e-6)
-            proposal = min(max(int(CHECK_EVERY_S / step_s), 1), MAX_STEPS_BETWEEN_CHECKS)
+            proposal = min(max(int(self.check_every_s / step_s), 1), MAX_STEPS_BETWEEN_CHECKS)
         message = torch.tensor([self.received, proposal], device=trainer.strategy.root_device)
         dist.all_reduce(message, op=dist.ReduceOp.MAX)
         request, steps = message.tolist()
@@ -124,5 +127,4 @@ class Preemption(Callback):
         return int(request)
 
 
-CHECK_EVERY_S = 0.5
 MAX_STEPS_BETWEEN_CHECKS = 1000

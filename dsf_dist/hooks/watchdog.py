@@ -6,7 +6,11 @@ Every rank runs a watchdog thread while a trainer runs. It ends the process when
 - a peer process is gone: under Lightning's own `ddp` launcher rank zero is the parent of the other ranks on its
   node, so rank zero sees a child exit and a child sees its parent vanish (under torchrun, srun and Ray Train the
   launcher ends the other ranks itself, and the deadlines bound the rest);
-- a collective raised because a peer's connection closed.
+- a collective raised because a peer's connection closed;
+- another rank raised (a mistake on that rank only, or a fault): it posts one line, `rank R: <error>`, to the
+  process group's key-value store, and every other rank's thread, which polls the store about once a second, ends
+  its rank with that line. Without it the others would wait in their next collective until the process-group
+  timeout whenever the launcher leaves them running (a Ray worker that returned, a rank with restarts allowed).
 Before exiting, the rank writes its Python stacks (faulthandler, all threads) and torch's flight recorder (the
 last collectives, gloo and NCCL) into <run>/logs/, and rank zero kills the ranks it launched, so nothing is
 left behind. The thread exits the process with os._exit: the main thread is blocked inside a collective, and a
@@ -23,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,14 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from dsf_dist.config.strategy import PhaseTimeouts
+from dsf_dist.errors import Preempted
 from dsf_dist.launchers.environment import process_group, resolve
 
 EXIT_RANK_LOST = 1
 POLL_S = 0.2
 LOST_PEER_GRACE_S = 3.0  # after a collective fails: how long to wait for the dead peer's process to be seen gone
+NOTICE_POLL_S = 1.0  # how often each rank asks the store whether another rank failed (one small request)
+FAILURE_KEY = "dsf/failed"
 FLIGHT_RECORDER_ENV = "TORCH_FR_BUFFER_SIZE"
 
 # The processes Lightning's `ddp` launcher started from this one (ranks 1..N-1 of its node). Kept past the fit
@@ -68,6 +75,7 @@ class Watchdog(Callback):
         self._watching = threading.Event()
         self._failing = threading.Lock()
         self._closed = not watch  # True: no thread (or this trainer is done: its thread ends)
+        self._notices_closed = True  # the thread that watches other ranks' failure notices runs from setup()
         if not watch:
             return
         self.arm("init")  # from now until setup(): Lightning creates the process group in between
@@ -75,7 +83,9 @@ class Watchdog(Callback):
 
     # ddp_spawn pickles the trainer, callbacks included, into each rank: each rank starts its own thread.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_watching", "_failing", "_closed")}
+        return {
+            k: v for k, v in self.__dict__.items() if k not in ("_watching", "_failing", "_closed", "_notices_closed")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -109,6 +119,17 @@ class Watchdog(Callback):
         self._learn(trainer)
         self._stage_phase = "train_step" if stage == "fit" else "test"
         self.arm(self._stage_phase)
+        if not self._closed and trainer.world_size > 1:
+            self._notices_closed = False
+            threading.Thread(target=self._watch_notices, name="dsf-failure-notices", daemon=True).start()
+
+    def _watch_notices(self) -> None:
+        """Its own thread: a store request can wait on a slow host, and the deadlines must not wait with it."""
+        while not (self._closed or self._notices_closed):
+            time.sleep(NOTICE_POLL_S)
+            notice = posted_failure()
+            if notice and not (self._closed or self._notices_closed):
+                self.fail(f"{notice}; the job stops")
 
     def _learn(self, trainer: pl.Trainer) -> None:
         """This rank and its peers, once the strategy knows them (at setup, or at a failure before it)."""
@@ -157,17 +178,28 @@ class Watchdog(Callback):
         self.disarm()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not self._watching.is_set() or not is_collective_failure(exception):
-            return  # a mistake on this rank: the CLI reports it; the ranks it launched see it exit
+        if not self._watching.is_set():
+            return
+        if isinstance(exception, Preempted | KeyboardInterrupt):
+            return  # a stop every rank agreed on, or the user's own interrupt
+        if not is_collective_failure(exception):
+            # A mistake or fault on this rank: the CLI reports it here; the other ranks learn it from the store.
+            self._notices_closed = True  # this rank's own notice must not end it before it reports
+            post_failure(f"rank {trainer.global_rank}: {type(exception).__name__}: {first_line(exception)}")
+            return
         self._learn(trainer)
         waited = time.monotonic() + LOST_PEER_GRACE_S
         while time.monotonic() < waited:
             lost = self._lost_peer()
             if lost:
                 self.fail(lost)
+            notice = posted_failure()  # the peer raised, and said why before it exited
+            if notice:
+                self.fail(f"{notice}; the job stops")
             time.sleep(POLL_S)
-        first = str(exception).strip().splitlines()[0][:200] if str(exception).strip() else type(exception).__name__
-        self.fail(f"rank {self.rank}: a collective failed ({first}); another rank was lost or ended first")
+        self.fail(
+            f"rank {self.rank}: a collective failed ({first_line(exception)}); another rank was lost or ended first"
+        )
 
     # -- the thread ----------------------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -231,6 +263,40 @@ def flight_recorder() -> bytes | None:
             return None
         return _dump_fr_trace_json(onlyActive=False)
     except Exception:  # an older torch, or a backend without a recorder: the stacks are still written
+        return None
+
+
+def first_line(exception: BaseException) -> str:
+    text = str(exception).strip()
+    return text.splitlines()[0][:200] if text else type(exception).__name__
+
+
+def failure_store() -> Any:
+    """The default process group's key-value store (torchrun's, Lightning's or Ray's TCPStore); None without one."""
+    if not process_group():
+        return None
+    from torch.distributed import distributed_c10d
+
+    try:
+        return distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):  # a torch without it: the deadlines still bound the rest
+        return None
+
+
+def post_failure(notice: str) -> None:
+    store = failure_store()
+    if store is not None:
+        with suppress(Exception):  # the store's host may be the rank that is gone
+            store.set(FAILURE_KEY, notice)
+
+
+def posted_failure() -> str | None:
+    store = failure_store()
+    if store is None:
+        return None
+    try:
+        return store.get(FAILURE_KEY).decode() if store.check([FAILURE_KEY]) else None
+    except Exception:  # the store's host is gone: a lost peer, which the other checks report
         return None
 
 

@@ -52,6 +52,7 @@ class RayReport(Checkpoint):
         name = f"ray-epoch{trainer.current_epoch:03d}-step{trainer.global_step:06d}"
         folder = self.run_root / name
         trainer.save_checkpoint(folder / CHECKPOINT_FILE, weights_only=False)
+        wait_for_background_write(trainer.strategy)  # Ray is told of the checkpoint only once it is whole
         metrics: dict[str, Any] = {
             key: value.item() for key, value in trainer.callback_metrics.items() if value.numel() == 1
         }
@@ -63,6 +64,16 @@ class RayReport(Checkpoint):
             checkpoint_dir_name=name,
             checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
         )
+
+
+def wait_for_background_write(strategy: Any) -> None:
+    """With checkpoint.async_save the save above only started the write (dsf_dist/strategy/async_save.py leaves
+    its Future on the strategy or its CheckpointIO): wait for it."""
+    for holder in (strategy, getattr(strategy, "checkpoint_io", None)):
+        write = getattr(holder, "pending_write", None)
+        if write is not None:
+            holder.pending_write = None
+            write.result()
 
 
 def placement() -> tuple[int, int]:

@@ -17,22 +17,34 @@ from typing import Any
 from dsf_dist import entry
 from dsf_dist.checkpoints import check_resumable
 from dsf_dist.config import DsfConfig, load_config
-from dsf_dist.errors import DsfError
+from dsf_dist.errors import ConfigError, DsfError
 from dsf_dist.launchers.ray_train import CHECKPOINT_FILE, placement
 from dsf_dist.pipeline import Main
-from dsf_dist.run_folder import RunFolder
+from dsf_dist.run_folder import RunFolder, resumable
+
+EXIT_CONFIG = ConfigError.exit_code  # config and run-folder mistakes, found alike on every rank
 
 
 @dataclass(frozen=True)
 class RayRunFolder(RunFolder):
     """The run folder as a Ray worker sees it: the driver created it and wrote config.yaml; fit continues from
-    Ray's last reported checkpoint when there is one, else as `dsf run` would (checkpoints/last.ckpt with
-    run.resume=auto, else from the start). Workers never create or rewrite the folder."""
+    Ray's last reported checkpoint (with checkpoint.every_n_train_steps: the newer of it and checkpoints/last.ckpt),
+    else as `dsf run` would (checkpoints/last.ckpt with run.resume=auto, else from the start). Workers never create
+    or rewrite the folder."""
 
     ray_checkpoint: str | None = None
 
     def prepare(self, cfg: DsfConfig, write: bool) -> str | None:
-        return self.ray_checkpoint or super().prepare(cfg, write=False)
+        # With checkpoint.every_n_train_steps the run's last.ckpt can be newer than Ray's last report (once per
+        # epoch): a restart takes the newer of the two, so that it loses the least. (Such a last.ckpt without
+        # run.resume=auto was written by this job: the driver refuses to start a fresh job in an existing folder.)
+        if self.ray_checkpoint is None or not cfg.checkpoint.every_n_train_steps:
+            return self.ray_checkpoint or super().prepare(cfg, write=False)
+        found = [path for path in (self.ray_checkpoint, resumable(self.checkpoints / "last.ckpt")) if path]
+        newest = max(found, key=lambda path: Path(path).stat().st_mtime)
+        if newest != self.ray_checkpoint:  # Ray's own was vetted in worker_main
+            check_resumable(Path(newest))
+        return newest
 
 
 class RayMain(Main):
@@ -50,7 +62,10 @@ def run_worker(loop_config: dict[str, str]) -> dict[str, Any]:
 
     Rank zero's return value reaches the driver: {"exit_code": 0, or 3 when a gate failed}, or for a mistake in
     the config (raised alike on every rank, before training) {"exit_code": 2, "error": "<one line>"}, returned
-    instead of raised so that Ray does not retry what would fail again."""
+    instead of raised so that Ray does not retry what would fail again. Any other error is raised: it may be this
+    rank's alone (a full disk, a fault), and a worker that returned would leave the others waiting in their next
+    collective; raised, Ray ends the worker group at once and names this rank and the error (and restarts it
+    when ray.max_failures allows)."""
     entry.quiet_known_noise()
     if Path(loop_config["working_dir"]).is_dir():
         os.chdir(loop_config["working_dir"])  # Ray Train moved the worker into its own artifacts folder
@@ -58,6 +73,8 @@ def run_worker(loop_config: dict[str, str]) -> dict[str, Any]:
         main = worker_main(Path(loop_config["config"]))
         report = main.execute()
     except DsfError as err:
+        if err.exit_code != EXIT_CONFIG:
+            raise
         return {"exit_code": err.exit_code, "error": str(err)}
     code = entry.record_finished(main.run, report) if main.env.is_rank_zero else entry.gate_exit_code(report)
     return {"exit_code": code}

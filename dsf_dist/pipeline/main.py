@@ -107,7 +107,7 @@ class Main:
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:
-            files.write_json(self.run.results / "train.json", outcome)
+            self.run.record_training(outcome)
         return outcome["best_checkpoint"]
 
     def execute_test(self, model_path: str | None = None, name: str = "test") -> dict[str, Any]:

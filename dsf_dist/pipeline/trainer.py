@@ -14,6 +14,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 from dsf_dist.config import DsfConfig
 from dsf_dist.errors import ConfigError
 from dsf_dist.hooks.checkpoint import checkpoint_callback, early_stopping_callback
+from dsf_dist.hooks.data_position import LoaderPositions
 from dsf_dist.hooks.loggers import RecordConfig, TrainingLog, build_loggers
 from dsf_dist.hooks.memory import MemoryReport
 from dsf_dist.hooks.preemption import Preemption
@@ -26,6 +27,7 @@ from dsf_dist.launchers import registry
 from dsf_dist.launchers.environment import resolve
 from dsf_dist.run_folder import RunFolder
 from dsf_dist.strategy import build_strategy
+from dsf_dist.strategy.async_save import enable_async_save
 
 
 def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit: bool) -> pl.Trainer:
@@ -36,7 +38,7 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
         callbacks = [*callbacks, RecordConfig(cfg, run)]
     watchdog = Watchdog(cfg.strategy.timeouts, run.logs, spawn=cfg.strategy.name == "ddp_spawn")
     callbacks = [*callbacks, watchdog]  # last: its step deadline covers the other callbacks' work
-    return pl.Trainer(
+    trainer = pl.Trainer(
         **{"profiler": NoProfiler(), **cfg.trainer},
         strategy=build_strategy(cfg.strategy, cfg.trainer),
         callbacks=callbacks,
@@ -45,6 +47,9 @@ def build_trainer(cfg: DsfConfig, run: RunFolder, callbacks: list[Callback], fit
         default_root_dir=run.root,
         plugins=registry.cluster_environment(),
     )
+    if fit and cfg.checkpoint.async_save:
+        enable_async_save(trainer.strategy)
+    return trainer
 
 
 def fit(
@@ -54,7 +59,8 @@ def fit(
     data: pl.LightningDataModule,
     resume_from: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue from `resume_from`); return the best and last checkpoints, identical on every rank."""
+    """Train (or continue from `resume_from`); return the best and last checkpoints, identical on every rank.
+    (run_folder.training_record writes them into results/ relative to the run folder.)"""
     monitor = cfg.checkpoint.monitor if is_overridden("validation_step", model) else None
     if monitor is None and resolve().is_rank_zero:
         print(
@@ -63,8 +69,8 @@ def fit(
             file=sys.stderr,
         )
     checkpoint = checkpoint_callback(cfg.checkpoint, run.checkpoints, monitor)
-    preemption = Preemption(checkpoint, cfg.run.max_requeues, run.config)
-    callbacks = [checkpoint, preemption, RNGState(), *early_stopping_callback(cfg.early_stopping)]
+    preemption = Preemption(checkpoint, cfg.run.max_requeues, run.config, cfg.run.stop_check_s)
+    callbacks = [checkpoint, preemption, RNGState(), LoaderPositions(), *early_stopping_callback(cfg.early_stopping)]
     if cfg.run.memory_report:
         callbacks.append(MemoryReport(run.results / "memory.json"))
     if cfg.throughput.enabled:
@@ -90,6 +96,7 @@ def fit(
         "resumed_from": resume_from,
         "global_step": trainer.global_step,
         "fit_seconds": round(time.perf_counter() - started, 2),
+        "checkpoint_seconds": checkpoint.stall_summary(),  # rank zero's: the loop blocked, and each write
     }
 
 

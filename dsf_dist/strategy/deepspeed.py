@@ -1,16 +1,21 @@
 """DeepSpeed ZeRO from `strategy.deepspeed`. GPU: Lightning's DeepSpeedStrategy. CPU: the same strategy
-with the three CUDA assumptions removed (FACTS.md), on DeepSpeed's CPU accelerator over gloo."""
+with the three CUDA assumptions removed (FACTS.md), on DeepSpeed's CPU accelerator over gloo.
+
+Both resume a ZeRO checkpoint written on another number of ranks through a universal checkpoint, which rank zero
+converts it into first (dsf_dist/checkpoints/universal.py)."""
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.utilities.seed import reset_seed
 from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy
 
+from dsf_dist.checkpoints.universal import to_universal, universal_path, zero_world_size
 from dsf_dist.config.strategy import DeepSpeedOptions, StrategyConfig
 
 
@@ -18,7 +23,7 @@ def build(cfg: StrategyConfig, on_gpu: bool) -> DeepSpeedStrategy:
     if not on_gpu:
         # Read by `import deepspeed`; spawned and re-run ranks inherit it.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    strategy_class = DeepSpeedStrategy if on_gpu else CPUDeepSpeedStrategy
+    strategy_class = ResumableDeepSpeedStrategy if on_gpu else CPUDeepSpeedStrategy
     options = cfg.deepspeed
     strategy = strategy_class(**strategy_kwargs(options))
     strategy._timeout = timedelta(seconds=cfg.timeout_s)
@@ -61,7 +66,26 @@ def load_deepspeed_config(path: str) -> dict[str, Any]:
         return yaml.safe_load(handle) or {}
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class ResumableDeepSpeedStrategy(DeepSpeedStrategy):
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """A ZeRO checkpoint of another world size: rank zero converts it to a universal checkpoint, which every
+        rank then loads (DeepSpeed reads `checkpoint.load_universal` from its engine's config at load time)."""
+        path = Path(checkpoint_path)
+        saved = zero_world_size(path)
+        if saved is None or saved == self.world_size:
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        if self.is_global_zero:
+            to_universal(path)
+        self.barrier()
+        config = self.deepspeed_engine._config
+        config.load_universal_checkpoint = True
+        try:
+            return super().load_checkpoint(universal_path(path), weights_only)
+        finally:
+            config.load_universal_checkpoint = False
+
+
+class CPUDeepSpeedStrategy(ResumableDeepSpeedStrategy):
     def setup_environment(self) -> None:
         DDPStrategy.setup_environment(self)  # skip DeepSpeedStrategy's CUDA-only check
 
