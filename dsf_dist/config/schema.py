@@ -93,6 +93,10 @@ class DataConfig(Section):
     batch_size: int = Field(64, ge=1)
     """Per rank."""
     num_workers: int = Field(0, ge=0)
+    text_field: str = "text"
+    """Text tasks reading .jsonl or .parquet files: the field (column) that holds each document's text."""
+    cache_dir: str | None = None
+    """Where Hugging Face datasets caches what it reads from text files; None: <run.output_root>/.cache/datasets."""
 
     _check_paths = field_validator("datamodule")(import_path)
 

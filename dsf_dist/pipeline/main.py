@@ -66,6 +66,7 @@ class Main:
         self.env = resolve()
         self.cfg = cfg if run_dir else name_run(cfg, self.env)
         self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)
+        self.task.run_root = self.run.root
         self._splits: Splits | None = None
 
     # -- extension points -------------------------------------------------------------------------
@@ -104,6 +105,8 @@ class Main:
         check_steps(self.cfg, model, then_test)
         self.task.check_before_fit(self.cfg)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
+        if self.env.is_rank_zero:
+            self.task.prepare_run(self.cfg)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:
             files.write_json(self.run.results / "train.json", outcome)
@@ -134,7 +137,7 @@ class Main:
             if logged is not None:
                 return self._logged(logged, "eval", {"model": self.existing_model_name()}, type(module).__name__)
         elif self.env.is_rank_zero:
-            predict_with_callable(spec, self.split(), out)
+            predict_with_callable(spec, self.split(), out, self.task.test_targets(self.split()))
         return self._score(out, "eval", {"model": self.existing_model_name()})
 
     def compare(self, test_results: dict[str, Any], eval_results: dict[str, Any] | None) -> dict[str, Any] | None:
