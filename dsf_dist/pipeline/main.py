@@ -131,7 +131,7 @@ class Main:
         out = self.run.results / "eval_predictions.npz"
         if spec.kind == "none":
             return None
-        if spec.kind in ("checkpoint", "previous", "pretrained"):
+        if spec.kind in ("checkpoint", "previous", "pretrained", "base"):
             module = self._existing_module()
             logged = predict_test_set(self.cfg, self.run, module, self.create_data_module(), out)
             if logged is not None:
@@ -173,14 +173,17 @@ class Main:
 
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
+        if spec.kind == "base":
+            return f"{self.cfg.model.pretrained} (the base model)"
         return spec.target if spec.kind == "callable" else spec.path or "none"
 
     def _existing_module(self) -> pl.LightningModule:
         """The existing model with its weights: a pretrained folder and a built-in module's .ckpt bring their own
         architecture; other checkpoints take this config's."""
-        spec = self.cfg.existing_model
+        cfg = base_as_pretrained(self.cfg)
+        spec = cfg.existing_model
         if spec.kind == "pretrained":
-            own = self.task.pretrained_module(self.cfg)
+            own = self.task.pretrained_module(cfg)
             if own is not None:
                 return own
             model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
@@ -220,6 +223,16 @@ class Main:
         results = {**extra, **self.task.score_file(self.cfg, predictions, self.split())}
         files.write_json(self.run.results / f"{name}.json", results)
         return results
+
+
+def base_as_pretrained(cfg: DsfConfig) -> DsfConfig:
+    """existing_model.kind base is the pretrained folder the run fine-tunes: kind pretrained with model.pretrained's
+    path, so every task loads it as it loads any pretrained existing model."""
+    if cfg.existing_model.kind != "base":
+        return cfg
+    resolved = cfg.model_copy(deep=True)
+    resolved.existing_model.kind, resolved.existing_model.path = "pretrained", cfg.model.pretrained
+    return resolved
 
 
 def splits_of(datamodule: pl.LightningDataModule) -> Splits:
