@@ -23,7 +23,7 @@ TINY = {
     "embd_pdrop": 0.0,
     "attn_pdrop": 0.0,
 }
-BLOCK = 31  # gives an odd number of test blocks, so 2 ranks cannot split them evenly
+BLOCK = 29  # 861 test blocks with CPython 3.11's pydoc topics: an odd number, which 2 ranks cannot split evenly
 CLIP, LR = 1e-3, 0.1
 
 

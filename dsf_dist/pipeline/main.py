@@ -230,9 +230,9 @@ def base_as_pretrained(cfg: DsfConfig) -> DsfConfig:
     path, so every task loads it as it loads any pretrained existing model."""
     if cfg.existing_model.kind != "base":
         return cfg
-    resolved = cfg.model_copy(deep=True)
-    resolved.existing_model.kind, resolved.existing_model.path = "pretrained", cfg.model.pretrained
-    return resolved
+    # One copy with both fields: assigning kind first would validate a pretrained kind without its path.
+    existing = cfg.existing_model.model_copy(update={"kind": "pretrained", "path": cfg.model.pretrained})
+    return cfg.model_copy(update={"existing_model": existing})
 
 
 def splits_of(datamodule: pl.LightningDataModule) -> Splits:
