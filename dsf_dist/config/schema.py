@@ -60,6 +60,11 @@ class ModelConfig(Section):
     """Recompute each FSDP wrap unit's activations (a transformer's blocks, from its _no_split_modules) in backward
     instead of storing them: under fsdp they become strategy.fsdp.activation_checkpointing unless that names some;
     under ddp and deepspeed a Hugging Face model uses its own gradient checkpointing."""
+    trust_remote_code: bool = False
+    """token_classification, causal_lm: let a Hugging Face model folder run its own Python code (config.json's
+    `auto_map`), as transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model
+    alike (causal_lm: and model.tokenizer). Off: a model folder is data, and dsf loads only its safetensors weights
+    and built-in architectures; set it only for a folder whose code you have read and trust."""
     input_size: int | None = Field(None, ge=1)
     """Features per sample; None takes it from the data set."""
     num_classes: int | None = Field(None, ge=2)
@@ -221,6 +226,13 @@ class ComparisonConfig(Section):
     no_significant_regression: list[str] = Field(default_factory=list)
     """Gate, metrics that must not be significantly worse: fails when the bootstrap interval of the improvement
     lies entirely below 0, and for accuracy also when McNemar's test is significant in the existing model's favour."""
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _a_fraction(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 < value < 100:
+            raise ValueError(f"{value} reads as a percentage; give the level as a fraction, e.g. {value / 100:g}")
+        return value
 
     @field_validator("min_absolute", "min_relative")
     @classmethod
