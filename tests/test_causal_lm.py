@@ -268,7 +268,10 @@ def finetune(folders, *extra: str) -> list[str]:
             "pickled",
             r"model.pretrained: .*pickled holds its weights as pickles \(pytorch_model.bin\).*safetensors only",
         ),
-        ("remote", r"model.pretrained: .*remote needs Python code from the folder .*no trust_remote_code"),
+        (
+            "remote",
+            r"model.pretrained: .*remote needs Python code from the folder .*unless model.trust_remote_code is true",
+        ),
         ("small", r"model.pretrained: the tokenizer \(.*small\) has 320 tokens but the model \(.*small\) has 300"),
         ("block", r"data.block_size: 100 tokens is above the context length of model.pretrained \(64\)"),
         ("architecture_block", r"data.block_size: 100 tokens is above the context length of model.architecture"),
@@ -306,3 +309,11 @@ def test_bad_data_is_refused_before_the_run_folder(tmp_path, capsys, folders, ro
     path = tmp_path / "d.jsonl"
     path.write_text(rows)
     assert re.search(expected, refused_run(tmp_path, capsys, *finetune(folders, f"data.path={path}")))
+
+
+def test_remote_code_passes_the_folder_check_only_when_the_config_trusts_it(folders):
+    from dsf_dist.tasks.causal_lm.folders import check_model_folder
+
+    with pytest.raises(ConfigError, match=r"auto_map.*model.trust_remote_code"):
+        check_model_folder(str(folders["remote"]), "model.pretrained")
+    assert check_model_folder(str(folders["remote"]), "model.pretrained", trust_remote_code=True)["auto_map"]

@@ -53,9 +53,12 @@ class CausalLMTask(Task):
         if model.architecture is not None and not isinstance(model.architecture.get("model_type"), str):
             raise ConfigError("model.architecture: name the model type, e.g. {model_type: gpt2, n_layer: 4, ...}")
         if model.pretrained:
-            _check_context(folders.check_model_folder(model.pretrained, "model.pretrained"), cfg, "model.pretrained")
+            config = folders.check_model_folder(model.pretrained, "model.pretrained", model.trust_remote_code)
+            _check_context(config, cfg, "model.pretrained")
         if model.tokenizer or model.pretrained:
-            folders.check_tokenizer_folder(model.tokenizer or model.pretrained, _tokenizer_key(model))
+            folders.check_tokenizer_folder(
+                model.tokenizer or model.pretrained, _tokenizer_key(model), model.trust_remote_code
+            )
         corpus.check_source(cfg)
         if existing.kind == "callable" and existing.target == LOGISTIC_REGRESSION:
             raise ConfigError(
@@ -63,9 +66,9 @@ class CausalLMTask(Task):
                 "(an n-gram model fit on the training split), or kind pretrained with a model folder"
             )
         if existing.kind == "pretrained":
-            config = folders.check_model_folder(existing.path, "existing_model.path")
+            config = folders.check_model_folder(existing.path, "existing_model.path", model.trust_remote_code)
             _check_context(config, cfg, "existing_model.path")
-            folders.check_tokenizer_folder(existing.path, "existing_model.path")
+            folders.check_tokenizer_folder(existing.path, "existing_model.path", model.trust_remote_code)
 
     def check_before_fit(self, cfg: DsfConfig) -> None:
         kind = cfg.existing_model.kind
@@ -103,7 +106,9 @@ class CausalLMTask(Task):
 
             model, run_tokenizer = cfg.model, self.run_root / RUN_TOKENIZER if self.run_root else None
             if model.tokenizer or model.pretrained:
-                self._tokenizer = hf.load_tokenizer(model.tokenizer or model.pretrained, _tokenizer_key(model))
+                self._tokenizer = hf.load_tokenizer(
+                    model.tokenizer or model.pretrained, _tokenizer_key(model), model.trust_remote_code
+                )
             elif run_tokenizer is not None and run_tokenizer.is_dir():
                 self._tokenizer = hf.load_tokenizer(run_tokenizer, str(run_tokenizer))
             else:
@@ -161,14 +166,14 @@ class CausalLMTask(Task):
         from dsf_dist.tasks.causal_lm import hf
 
         key = "existing_model.path"
-        theirs, ours = hf.load_tokenizer(path, key), self.tokenizer(cfg)
+        theirs, ours = hf.load_tokenizer(path, key, cfg.model.trust_remote_code), self.tokenizer(cfg)
         probe = "\n".join(list(self._corpus(cfg).test["text"])[:4])[:4000]
         if not hf.same_tokenizer(ours, theirs, probe):
             raise ConfigError(
                 f"{key}: {path} has another tokenizer than the trained model ({_tokenizer_source(cfg, self.run_root)}),"
                 " and perplexities over different tokenizations do not compare; give a model with the same tokenizer"
             )
-        config = hf.folder_config(path, key)
+        config = hf.folder_config(path, key, cfg.model.trust_remote_code)
         hf.check_tokenizer_fits(ours, config, key, _tokenizer_source(cfg, self.run_root), path)
         block = hf.block_size(cfg.data.block_size, self.network_config(cfg), _model_key(cfg.model))
         hf.block_size(block, config, key)  # the existing model must read blocks as long as the trained one's

@@ -13,8 +13,9 @@ PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
 
 
-def check_model_folder(path: str, key: str) -> dict[str, Any]:
-    """A folder save_pretrained wrote, with safetensors weights and no remote code; returns its config.json."""
+def check_model_folder(path: str, key: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """A folder save_pretrained wrote, with safetensors weights and no remote code (unless model.trust_remote_code);
+    returns its config.json."""
     folder = _folder(path, key, "model")
     config = _json(folder / "config.json", key, "config.json")
     if not any(folder.glob("*.safetensors")):
@@ -25,18 +26,19 @@ def check_model_folder(path: str, key: str) -> dict[str, Any]:
                 "safetensors only: re-save it with save_pretrained(..., safe_serialization=True) from code you trust"
             )
         raise ConfigError(f"{key}: {path} has no *.safetensors weights; give a folder save_pretrained wrote")
-    _no_remote_code(config, path, key, "config.json")
+    if not trust_remote_code:
+        _no_remote_code(config, path, key, "config.json")
     return config
 
 
-def check_tokenizer_folder(path: str, key: str) -> None:
+def check_tokenizer_folder(path: str, key: str, trust_remote_code: bool = False) -> None:
     folder = _folder(path, key, "tokenizer")
     if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
         raise ConfigError(
             f"{key}: {path} has no tokenizer (tokenizer.json or tokenizer_config.json); "
             "save one there with tokenizer.save_pretrained, or set model.tokenizer"
         )
-    if (folder / "tokenizer_config.json").is_file():
+    if (folder / "tokenizer_config.json").is_file() and not trust_remote_code:
         _no_remote_code(_json(folder / "tokenizer_config.json", key, "tokenizer_config.json"), path, key, "tokenizer")
 
 
@@ -74,5 +76,6 @@ def _no_remote_code(config: dict[str, Any], path: str, key: str, what: str) -> N
     if "auto_map" in config:
         raise ConfigError(
             f"{key}: {path} needs Python code from the folder to load its {what} (auto_map), and dsf runs no code "
-            "from a model folder (no trust_remote_code); use a model type transformers itself implements"
+            "from a model folder unless model.trust_remote_code is true; use a model type transformers implements, or "
+            "set model.trust_remote_code only for code you have read and trust"
         )

@@ -33,11 +33,11 @@ def first_line(err: BaseException) -> str:
 
 
 # -- tokenizers -----------------------------------------------------------------------------------------------
-def load_tokenizer(path: str | Path, key: str) -> Any:
-    check_tokenizer_folder(str(path), key)
+def load_tokenizer(path: str | Path, key: str, trust_remote_code: bool = False) -> Any:
+    check_tokenizer_folder(str(path), key, trust_remote_code)
     try:
         tokenizer = transformers_module().AutoTokenizer.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError, TypeError) as err:
         raise ConfigError(f"{key}: cannot load the tokenizer in {path} ({first_line(err)})") from None
@@ -111,10 +111,12 @@ def network_config(model: ModelConfig, tokenizer: Any) -> Any:
         raise ConfigError(f"model.architecture: not a config transformers can build ({first_line(err)})") from None
 
 
-def folder_config(path: str, key: str) -> Any:
-    check_model_folder(path, key)
+def folder_config(path: str, key: str, trust_remote_code: bool = False) -> Any:
+    check_model_folder(path, key, trust_remote_code)
     try:
-        return transformers_module().AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        return transformers_module().AutoConfig.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{key}: cannot read the config in {path} ({first_line(err)})") from None
 
@@ -143,12 +145,13 @@ def check_tokenizer_fits(tokenizer: Any, config: Any, key: str, tokenizer_source
         )
 
 
-def pretrained_network(path: str, key: str) -> Any:
-    """AutoModelForCausalLM.from_pretrained of a local folder, safetensors weights only, no remote code."""
-    check_model_folder(path, key)
+def pretrained_network(path: str, key: str, trust_remote_code: bool = False) -> Any:
+    """AutoModelForCausalLM.from_pretrained of a local folder, safetensors weights only, no remote code unless
+    model.trust_remote_code."""
+    check_model_folder(path, key, trust_remote_code)
     try:
         return transformers_module().AutoModelForCausalLM.from_pretrained(
-            path, use_safetensors=True, trust_remote_code=False, local_files_only=True
+            path, use_safetensors=True, trust_remote_code=trust_remote_code, local_files_only=True
         )
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{key}: cannot load a causal language model from {path} ({first_line(err)})") from None

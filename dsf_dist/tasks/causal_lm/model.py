@@ -32,7 +32,8 @@ class CausalLM(pl.LightningModule):
         self.save_hyperparameters()  # plain strings, numbers, lists and dicts: loads with weights_only=True
         self.model_config = model_config
         if pretrained:
-            self.network = hf.pretrained_network(pretrained, key)
+            trusted = bool(model_config.get("trust_remote_code", False))
+            self.network = hf.pretrained_network(pretrained, key, trusted)
         else:
             config = hf.transformers_module().AutoConfig.for_model(**(network or {}))
             self.network = hf.new_network(config)
