@@ -256,6 +256,7 @@ def finetune(folders, *extra: str) -> list[str]:
         "data.text_field=body",
         "data.block_size=32",
         "existing_model.kind=base",
+        "comparison.primary_metric=perplexity",  # the default, accuracy, is refused for a causal LM
         "trainer.max_epochs=1",
         *extra,
     ]
