@@ -11,8 +11,12 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dsf_dist import entry
+
+if TYPE_CHECKING:
+    from dsf_dist.run_folder import RunFolder
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,16 +172,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = RunFolder(Path(args.run_dir)).require()
     source = args.checkpoint or best_checkpoint(run)
     _require_checkpoint(source)
-    out = Path(args.out) if args.out else run.root / "export"
+    hf = args.format == "hf"
+    out = Path(args.out) if args.out else run.root / "export" / ("hf" if hf else "")
     _require_writable_folder(out)
     from dsf_dist.checkpoints import export  # torch: only once the arguments are known good
 
     try:
-        target = export(source, out, run.config.read_text())
+        target = _export_hf(run, source, out) if hf else export(source, out, run.config.read_text())
     except OSError as err:
         raise RunFolderError(f"{out}: cannot write the export ({err.strerror}); choose a writable --out") from None
     print(f"exported {source} -> {target}")
     return 0
+
+
+def _export_hf(run: RunFolder, source: str, out: Path) -> Path:
+    """The task's Hugging Face form of the checkpoint, in RUN/export/hf/ (or --out): save_pretrained's folder."""
+    from dsf_dist.config import load_config
+    from dsf_dist.tasks import task_for
+
+    cfg = load_config(run.config)
+    task = task_for(cfg)
+    task.run_root = run.root
+    return task.export_pretrained(cfg, source, out)
 
 
 def _require_writable_folder(folder: Path) -> None:
@@ -283,7 +299,11 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "test": (cmd_test, "test a run's best checkpoint (or --checkpoint) on its test split"),
     "eval": (cmd_eval, "evaluate the existing model on a run's test split"),
     "compare": (cmd_compare, "compare a run's test and eval results, or two saved runs (exit 3: a gate failed)"),
-    "export": (cmd_export, "consolidate a checkpoint of any strategy into export/model.safetensors + config.yaml"),
+    "export": (
+        cmd_export,
+        "consolidate a checkpoint of any strategy into export/model.safetensors + config.yaml (--format hf: a "
+        "Hugging Face folder in export/hf/)",
+    ),
     "config": (cmd_config, "print the resolved config (--check: validate only)"),
     "doctor": (
         cmd_doctor,
@@ -337,7 +357,14 @@ def parser() -> argparse.ArgumentParser:
         if verb in ("test", "export"):
             sub.add_argument("--checkpoint", help="checkpoint of any strategy (default: the run's best)")
         if verb == "export":
-            sub.add_argument("--out", help="output folder (default: RUN/export)")
+            sub.add_argument("--out", help="output folder (default: RUN/export, or RUN/export/hf with --format hf)")
+            sub.add_argument(
+                "--format",
+                choices=("safetensors", "hf"),
+                default="safetensors",
+                help="safetensors: dsf's model.safetensors + config.yaml; hf: the task's Hugging Face folder "
+                "(save_pretrained: config, model.safetensors, tokenizer), for from_pretrained",
+            )
         if verb in ("run", "train"):
             entry.add_resume_argument(sub)
         if verb == "config":

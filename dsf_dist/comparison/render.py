@@ -114,10 +114,11 @@ def statistics_lines(report: dict[str, Any]) -> list[str]:
         averaged = (
             f"; precision, recall and f1 are {average} averages" if average in ("macro", "micro", "weighted") else ""
         )
+        # A task whose samples are resampled in groups (a language model's test blocks) says what it resampled.
+        resampled = bootstrap.get("resampled") or f"the {report['num_samples']:,} test samples"
         lines.append(
             f"{bootstrap['confidence']:.0%} confidence intervals: {bootstrap['method']}, "
-            f"{bootstrap['resamples']:,} resamples of the {report['num_samples']:,} test samples "
-            f"(seed {bootstrap['seed']}){averaged}."
+            f"{bootstrap['resamples']:,} resamples of {resampled} (seed {bootstrap['seed']}){averaged}."
         )
     mcnemar = report.get("statistics", {}).get("mcnemar")
     if mcnemar:

@@ -14,6 +14,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mse": False,
     "mae": False,
     "entity_f1": True,
+    "token_loss": False,
+    "perplexity": False,
+    "next_token_accuracy": True,
 }
 
 GATEABLE: tuple[str, ...] = tuple(HIGHER_IS_BETTER)

@@ -42,16 +42,29 @@ class ModelConfig(Section):
     """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for your LightningModule."""
-    task: Literal["classification", "regression", "token_classification"] = "classification"
+    task: Literal["classification", "regression", "token_classification", "causal_lm"] = "classification"
     """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE;
-    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra)."""
+    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra);
+    causal_lm: a Hugging Face causal language model learns the next token of text files (needs the hf extra)."""
     pretrained: str | None = None
-    """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer)."""
+    """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer);
+    causal_lm: a local folder save_pretrained wrote (safetensors weights only), to fine-tune."""
+    architecture: dict[str, Any] | None = None
+    """causal_lm pre-training: a new model with random weights, AutoConfig.for_model(model_type, **the rest), e.g.
+    {model_type: gpt2, n_layer: 4, n_embd: 256, n_head: 4, n_positions: 256, vocab_size: 4096}. vocab_size is also
+    the size of the tokenizer built for it (default: the built tokenizer's size). Set this or model.pretrained."""
+    tokenizer: str | None = None
+    """causal_lm: a local tokenizer folder (AutoTokenizer.from_pretrained). None: model.pretrained's own, or for
+    pre-training a byte-level BPE trained on the training split and written to <run>/tokenizer/."""
+    activation_checkpointing: bool = False
+    """Recompute each FSDP wrap unit's activations (a transformer's blocks, from its _no_split_modules) in backward
+    instead of storing them: under fsdp they become strategy.fsdp.activation_checkpointing unless that names some;
+    under ddp and deepspeed a Hugging Face model uses its own gradient checkpointing."""
     trust_remote_code: bool = False
-    """token_classification: let a Hugging Face model folder run its own Python code (config.json's `auto_map`), as
-    transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model alike. Off: a
-    model folder is data, and dsf loads only its safetensors weights and built-in architectures; set it only for a
-    folder whose code you have read and trust."""
+    """token_classification, causal_lm: let a Hugging Face model folder run its own Python code (config.json's
+    `auto_map`), as transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model
+    alike (causal_lm: and model.tokenizer). Off: a model folder is data, and dsf loads only its safetensors weights
+    and built-in architectures; set it only for a folder whose code you have read and trust."""
     input_size: int | None = Field(None, ge=1)
     """Features per sample; None takes it from the data set."""
     num_classes: int | None = Field(None, ge=2)
@@ -98,6 +111,13 @@ class DataConfig(Section):
     batch_size: int = Field(64, ge=1)
     """Per rank."""
     num_workers: int = Field(0, ge=0)
+    text_field: str = "text"
+    """Text tasks reading .jsonl or .parquet files: the field (column) that holds each document's text."""
+    block_size: int | None = Field(None, ge=2)
+    """causal_lm: tokens per training and test block (documents are packed end to end, each block starting with
+    the tokenizer's BOS token); None: the model's context length, at most 1024. At most the context length."""
+    cache_dir: str | None = None
+    """Where Hugging Face datasets caches what it reads from text files; None: <run.output_root>/.cache/datasets."""
 
     _check_paths = field_validator("datamodule")(import_path)
 
@@ -124,6 +144,12 @@ class MetricsConfig(Section):
     """Regression tasks."""
     entity_f1: bool = True
     """token_classification only: entity-level F1 (exact span and type match, as seqeval's default mode)."""
+    token_loss: bool = True
+    """causal_lm only: mean loss per test token (cross-entropy of the next token, in nats)."""
+    perplexity: bool = True
+    """causal_lm only: exp(token_loss); lower is better."""
+    next_token_accuracy: bool = True
+    """causal_lm only: the share of test tokens that are the model's most likely next token."""
     average: Literal["macro", "micro", "weighted"] = "macro"
     """How precision, recall and f1 average over classes (accuracy is always the share of correct samples)."""
 
@@ -156,7 +182,9 @@ class EarlyStoppingConfig(Section):
 class ExistingModelConfig(Section):
     """The model that the trained one is compared against, scored on the same test samples."""
 
-    kind: Literal["callable", "checkpoint", "previous", "pretrained", "none"] = "callable"
+    kind: Literal["callable", "checkpoint", "previous", "pretrained", "base", "none"] = "callable"
+    """base: the model.pretrained folder the run fine-tunes, scored as it is, the natural existing model of a
+    fine-tuning run (no path: it is model.pretrained); the other kinds are described under target and path."""
     target: str | None = "dsf_dist.models.baselines:logistic_regression"
     """kind=callable: 'pkg.mod:fn', fn(datasets, **kwargs) -> predictions (labels or scores) for datasets.test."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -388,3 +416,12 @@ class DsfConfig(Section):
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
     callbacks: list[CallbackConfig] = Field(default_factory=list)
     """Your own Lightning callbacks, added after dsf's (checkpoint, preemption, throughput)."""
+
+    @model_validator(mode="after")
+    def _base_needs_pretrained(self) -> DsfConfig:
+        if self.existing_model.kind == "base" and not self.model.pretrained:
+            raise ValueError(
+                "existing_model.kind is 'base' (the pretrained model the run fine-tunes) but model.pretrained is "
+                "empty; set model.pretrained or another existing_model.kind"
+            )
+        return self

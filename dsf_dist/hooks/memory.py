@@ -80,8 +80,10 @@ class MemoryReport(pl.Callback):
         self.mine: dict[str, Any] = {}
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        # After at_step real optimizer steps: DeepSpeed, which accumulates gradients itself, has this hook called
+        # for every micro-batch, so the calls alone do not say when the optimizer has stepped.
         self.steps += 1
-        if self.steps == self.at_step + 1:
+        if not self.mine and self.steps > self.at_step and trainer.global_step >= self.at_step:
             self.mine = {"rank": trainer.global_rank, **measure(pl_module, optimizer)}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

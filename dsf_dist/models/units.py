@@ -1,6 +1,8 @@
-"""FSDP wrap units when strategy.fsdp names none: which submodules are sharded as their own unit.
+"""FSDP wrap units when strategy.fsdp names none: which submodules are sharded as their own unit, and, with
+model.activation_checkpointing, which recompute their activations in backward.
 
-Written into the run's config.yaml (strategy.fsdp.wrap_modules), so the choice is visible and repeatable.
+Written into the run's config.yaml (strategy.fsdp.wrap_modules, activation_checkpointing), so the choice is
+visible and repeatable.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ from dsf_dist.config.schema import DsfConfig
 
 def with_wrap_units(cfg: DsfConfig, units: list[str]) -> DsfConfig:
     fsdp = cfg.strategy.fsdp
-    if cfg.strategy.name != "fsdp" or fsdp.wrap_modules or fsdp.wrap_min_params or not units:
+    wrap = not (fsdp.wrap_modules or fsdp.wrap_min_params)
+    checkpoint = cfg.model.activation_checkpointing and not fsdp.activation_checkpointing
+    if cfg.strategy.name != "fsdp" or not units or not (wrap or checkpoint):
         return cfg
     resolved = cfg.model_copy(deep=True)
-    resolved.strategy.fsdp.wrap_modules = units
+    if wrap:
+        resolved.strategy.fsdp.wrap_modules = units
+    if checkpoint:
+        resolved.strategy.fsdp.activation_checkpointing = units
     return resolved
 
 

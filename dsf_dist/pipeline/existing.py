@@ -11,14 +11,13 @@ from dsf_dist.data import Splits
 from dsf_dist.errors import DsfError
 from dsf_dist.files import write_arrays
 from dsf_dist.imports import load_object
-from dsf_dist.models.baselines import as_arrays
 
 
-def predict_with_callable(cfg: ExistingModelConfig, splits: Splits, out: Path) -> None:
-    """Rank zero only: call the user's function and save its predictions beside the test targets."""
+def predict_with_callable(cfg: ExistingModelConfig, splits: Splits, out: Path, target: np.ndarray) -> None:
+    """Rank zero only: call the user's function and save its predictions beside the test targets (the task's
+    Task.test_targets)."""
     predict = load_object(cfg.target, "existing_model.target")
     preds = np.asarray(predict(splits, **cfg.kwargs))
-    _, target = as_arrays(splits.test)
     if len(preds) != len(target):
         raise DsfError(
             f"existing_model.target: {cfg.target} returned {len(preds)} predictions for "

@@ -67,6 +67,7 @@ class Main:
         self.env = resolve()
         self.cfg = cfg if run_dir else name_run(cfg, self.env)
         self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)
+        self.task.run_root = self.run.root
         self._splits: Splits | None = None
 
     # -- extension points -------------------------------------------------------------------------
@@ -105,6 +106,8 @@ class Main:
         check_steps(self.cfg, model, then_test)
         self.task.check_before_fit(self.cfg)
         resume_from = self.run.prepare(self.cfg, write=self.env.is_rank_zero)
+        if self.env.is_rank_zero:
+            self.task.prepare_run(self.cfg)
         outcome = fit(self.cfg, self.run, model, data, resume_from)
         if self.env.is_rank_zero:
             self.run.record_training(outcome)
@@ -129,13 +132,13 @@ class Main:
         out = self.run.results / "eval_predictions.npz"
         if spec.kind == "none":
             return None
-        if spec.kind in ("checkpoint", "previous", "pretrained"):
+        if spec.kind in ("checkpoint", "previous", "pretrained", "base"):
             module = self._existing_module()
             logged = predict_test_set(self.cfg, self.run, module, self.create_data_module(), out)
             if logged is not None:
                 return self._logged(logged, "eval", {"model": self.existing_model_name()}, type(module).__name__)
         elif self.env.is_rank_zero:
-            predict_with_callable(spec, self.split(), out)
+            predict_with_callable(spec, self.split(), out, self.task.test_targets(self.split()))
         return self._score(out, "eval", {"model": self.existing_model_name()})
 
     def compare(self, test_results: dict[str, Any], eval_results: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -171,14 +174,17 @@ class Main:
 
     def existing_model_name(self) -> str:
         spec = self.cfg.existing_model
+        if spec.kind == "base":
+            return f"{self.cfg.model.pretrained} (the base model)"
         return spec.target if spec.kind == "callable" else spec.path or "none"
 
     def _existing_module(self) -> pl.LightningModule:
         """The existing model with its weights: a pretrained folder and a built-in module's .ckpt bring their own
         architecture; other checkpoints take this config's."""
-        spec = self.cfg.existing_model
+        cfg = base_as_pretrained(self.cfg)
+        spec = cfg.existing_model
         if spec.kind == "pretrained":
-            own = self.task.pretrained_module(self.cfg)
+            own = self.task.pretrained_module(cfg)
             if own is not None:
                 return own
             model = self.define_model(exported_model(Path(spec.path), self.cfg.model))
@@ -218,6 +224,16 @@ class Main:
         results = {**extra, **self.task.score_file(self.cfg, predictions, self.split())}
         files.write_json(self.run.results / f"{name}.json", results)
         return results
+
+
+def base_as_pretrained(cfg: DsfConfig) -> DsfConfig:
+    """existing_model.kind base is the pretrained folder the run fine-tunes: kind pretrained with model.pretrained's
+    path, so every task loads it as it loads any pretrained existing model."""
+    if cfg.existing_model.kind != "base":
+        return cfg
+    # One copy with both fields: assigning kind first would validate a pretrained kind without its path.
+    existing = cfg.existing_model.model_copy(update={"kind": "pretrained", "path": cfg.model.pretrained})
+    return cfg.model_copy(update={"existing_model": existing})
 
 
 def splits_of(datamodule: pl.LightningDataModule) -> Splits:

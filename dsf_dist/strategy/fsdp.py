@@ -2,7 +2,10 @@
 Lightning's ModelParallelStrategy on gloo, because Lightning's FSDPStrategy refuses CPU.
 
 Sharding is applied here, from config; the model code knows nothing of it. A LightningModule that
-already shards itself in configure_model is left as it is.
+already shards itself in configure_model is left as it is. Gradient clipping by norm (trainer.gradient_clip_val)
+works under both: FSDP2's gradients are DTensors, whose norm torch.nn.utils.clip_grad_norm_ reduces over all
+shards; on FSDP1, whose precision plugin refuses clip-by-norm in Lightning, the root module's own clip_grad_norm_
+does it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import torch
 from lightning_fabric.utilities.init import _materialize_distributed_module
 from lightning_fabric.utilities.optimizer import _optimizers_to_device
+from pytorch_lightning.plugins.precision import FSDPPrecision
 from pytorch_lightning.strategies import FSDPStrategy, ModelParallelStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
@@ -57,7 +61,7 @@ def lightning_fsdp(options: FSDPOptions, timeout: timedelta) -> FSDPStrategy:
     if options.mixed_precision != "none":
         dtype = DTYPES[options.mixed_precision]
         precision = MixedPrecision(param_dtype=dtype, reduce_dtype=torch.float32, buffer_dtype=dtype)
-    return FSDPStrategy(
+    return ClippingFSDPStrategy(
         sharding_strategy=sharding[options.sharding],
         auto_wrap_policy=wrap,
         activation_checkpointing_policy=checkpointing,
@@ -66,6 +70,35 @@ def lightning_fsdp(options: FSDPOptions, timeout: timedelta) -> FSDPStrategy:
         mixed_precision=precision,
         timeout=timeout,
     )
+
+
+class ClippingFSDPPrecision(FSDPPrecision):
+    """Lightning's FSDP1 precision plugin, clipping by norm with FSDP's own FullyShardedDataParallel.clip_grad_norm_
+    on the root module: it reduces the norm over every rank's shard, where torch.nn.utils.clip_grad_norm_ on the
+    local shards would clip each rank by its own shard's norm (why Lightning refuses it)."""
+
+    root: nn.Module | None = None
+
+    def clip_grad_by_norm(self, optimizer, clip_val: int | float) -> None:
+        if self.root is None:
+            raise RuntimeError("ClippingFSDPPrecision.root is unset: the strategy sets it once it wraps the model")
+        self.root.clip_grad_norm_(clip_val)
+
+
+class ClippingFSDPStrategy(FSDPStrategy):
+    """Lightning's FSDPStrategy (FSDP1, GPUs) with a precision plugin that clips by norm."""
+
+    @FSDPStrategy.precision_plugin.setter
+    def precision_plugin(self, plugin: FSDPPrecision | None) -> None:
+        if isinstance(plugin, FSDPPrecision) and not isinstance(plugin, ClippingFSDPPrecision):
+            plugin = ClippingFSDPPrecision(plugin.precision, plugin.scaler)  # what the trainer's precision made
+        FSDPStrategy.precision_plugin.fset(self, plugin)
+
+    def setup(self, trainer) -> None:
+        if self._precision_plugin is None:
+            self.precision_plugin = ClippingFSDPPrecision("32-true")
+        super().setup(trainer)
+        self.precision_plugin.root = self.model
 
 
 class FSDP2Strategy(ModelParallelStrategy):

@@ -35,10 +35,17 @@ def _token_classification() -> Task:
     return TokenClassificationTask()
 
 
+def _causal_lm() -> Task:
+    from dsf_dist.tasks.causal_lm import CausalLMTask
+
+    return CausalLMTask()
+
+
 TASKS: dict[str, Callable[[], Task]] = {
     "classification": _classification,
     "regression": _regression,
     "token_classification": _token_classification,
+    "causal_lm": _causal_lm,
 }
 """Every task by its `model.task` name; config/schema.py's ModelConfig.task lists the same names (a test checks)."""
 

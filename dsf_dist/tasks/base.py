@@ -2,7 +2,9 @@
 nothing outside dsf_dist/tasks/ asks which task it is running (DESIGN.md).
 
 A task provides its splits and collate, the LightningModule for a model config, the existing model's module,
-pre-flight checks, FSDP wrap units, how saved predictions are scored, and what it adds to the comparison report.
+pre-flight checks, FSDP wrap units, how saved predictions are scored, and what it adds to the comparison report;
+a task that makes files for its run (a tokenizer it trained) keeps them in the run folder, and a Hugging Face task
+writes its model in Hugging Face's own form (`dsf export --format hf`).
 This base is the task on a map-style dataset of (input, target) pairs (`data.dataset`: the bundled digits or a
 function of yours) with the built-in PlModel; classification and regression differ only in their objective and
 their scoring. Tasks are imported without torch: heavy imports sit inside the methods that need them.
@@ -33,6 +35,9 @@ class Task:
     """The scalar metrics its scoring can compute (each a MetricsConfig flag and an entry of config/metrics.py)."""
     objective: ClassVar[str]
     """The built-in PlModel's objective (dsf_dist/models/plmodel.py)."""
+    run_root: Path | None = None
+    """The run folder this task works for, set by Main before any other step (None: no run yet, e.g. a config
+    check). Files the task made for the run live there, so other ranks and later verbs read the same ones."""
 
     # -- before anything runs (torch-free) -----------------------------------------------------------------
     def check(self, cfg: DsfConfig) -> None:
@@ -61,6 +66,10 @@ class Task:
 
     def check_before_fit(self, cfg: DsfConfig) -> None:
         """What only the task's own files show (an existing model's labels, say), before the run folder exists."""
+
+    def prepare_run(self, cfg: DsfConfig) -> None:
+        """Rank zero, once run_root and its config.yaml exist and before training starts: write the files this
+        task keeps in the run folder (a tokenizer it trained on the training split). Default: none."""
 
     # -- data ------------------------------------------------------------------------------------------------
     def splits(self, cfg: DsfConfig) -> Splits:
@@ -117,6 +126,13 @@ class Task:
         return None
 
     # -- scoring ---------------------------------------------------------------------------------------------
+    def test_targets(self, splits: Splits) -> np.ndarray:
+        """The target of every test sample, in order, as a predictions file stores it beside an existing-model
+        callable's predictions (one per sample of splits.test)."""
+        from dsf_dist.models.baselines import as_arrays
+
+        return as_arrays(splits.test)[1]
+
     def score_file(self, cfg: DsfConfig, predictions: Path, splits: Splits) -> dict[str, Any]:
         """Metrics of a saved predictions file (rank zero; `splits` tell the class count)."""
         from dsf_dist.files import read_arrays
@@ -139,3 +155,13 @@ class Task:
     ) -> None:
         """Fill the comparison report's task-specific parts: 'statistics' and, for classes, their tables."""
         raise NotImplementedError
+
+    # -- export ----------------------------------------------------------------------------------------------
+    def export_pretrained(self, cfg: DsfConfig, checkpoint: str, out: Path) -> Path:
+        """`dsf export RUN --format hf`: the checkpoint (any strategy's format) as a folder save_pretrained wrote
+        (config, model.safetensors, the tokenizer), which from_pretrained loads; returns the folder."""
+        from dsf_dist.errors import ConfigError
+
+        raise ConfigError(
+            f"--format: model.task {self.name} has no Hugging Face form; export it with --format safetensors"
+        )
