@@ -6,6 +6,8 @@ Exit codes and one-line errors come from dsf_dist/entry.py, which the Ray driver
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from dsf_dist import entry
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _new_config(args)
-    finished = _finished_run(cfg)
+    finished = _finished_or_taken(cfg, args.verb)
     if finished is not None:
         return finished
     main = _new_run(args, cfg)
@@ -23,29 +25,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not main.env.is_rank_zero:
         return 0
     code = entry.record_finished(main.run, report)
-    if report is not None:  # None: no existing model, or the comparison disabled
+    if report is not None:
         from dsf_dist.comparison.render import print_comparison
 
         print_comparison(report)
+    else:
+        print(_not_compared(main.cfg))
     print(f"run folder: {main.run.root}")
     return code
 
 
-def _finished_run(cfg) -> int | None:
-    """The recorded exit code of a run that already finished under run.resume=auto (entry.finished_exit_code)."""
-    if cfg.run.resume != "auto":
-        return None
+def _finished_or_taken(cfg, verb: str) -> int | None:
+    """Before torch is imported, on rank zero: under run.resume=auto, the recorded exit code of a run that already
+    finished (entry.finished_exit_code); otherwise a run folder that exists is refused, naming the command that
+    continues it."""
+    from dsf_dist.errors import RunFolderError
     from dsf_dist.launchers.environment import resolve
     from dsf_dist.run_folder import RunFolder, name_run
 
     env = resolve()
     named = name_run(cfg, env)
     run = RunFolder(Path(named.run.output_root) / named.run.name)
-    return entry.finished_exit_code(run, named.run.resume, announce=env.is_rank_zero)
+    if cfg.run.resume == "auto":
+        return entry.finished_exit_code(run, "auto", announce=env.is_rank_zero) if verb == "run" else None
+    if env.is_rank_zero and run.root.exists():
+        if run.config.is_file():
+            how = f"continue it with `dsf {verb} -c {run.config} --resume`, or choose another run.name or --output"
+        else:
+            how = "choose another run.name or --output, or remove it"
+        raise RunFolderError(f"{run.root}: run folder already exists; {how}")
+    return None
+
+
+def _not_compared(cfg) -> str:
+    """Why a run or `dsf compare` printed no comparison."""
+    if cfg.existing_model.kind == "none":
+        return "no comparison: existing_model.kind is 'none', so there is no existing model to compare with"
+    return "no comparison: comparison.enabled is false (--set comparison.enabled=true compares)"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    main = _new_run(args, _new_config(args))
+    cfg = _new_config(args)
+    _finished_or_taken(cfg, args.verb)
+    main = _new_run(args, cfg)
     best = main.execute_trainer()
     if main.env.is_rank_zero:
         print(f"best checkpoint: {best}\nrun folder: {main.run.root}")
@@ -53,9 +75,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    """With --checkpoint, the results go beside the run's own, as results/test-<checkpoint>.json and
+    test-<checkpoint>_predictions.npz: the run's test.json and comparison stay those of its best checkpoint."""
+    from dsf_dist.run_folder import RunFolder
+
+    RunFolder(Path(args.run_dir)).require()
+    _require_checkpoint(args.checkpoint)
     main = _existing_run(args)
-    _print_results("test", main.execute_test(args.checkpoint))
+    name = f"test-{_checkpoint_label(args.checkpoint)}" if args.checkpoint else "test"
+    results = main.execute_test(args.checkpoint, name)
+    _print_results(name, results)
+    if results:
+        print(f"results: {main.run.results / name}.json")
     return 0
+
+
+def _require_checkpoint(path: str | None) -> None:
+    from dsf_dist.errors import ConfigError
+
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"--checkpoint {path}: not found; give a checkpoint file or folder (RUN/checkpoints/...)")
+
+
+def _checkpoint_label(path: str) -> str:
+    """`last` for checkpoints/last.ckpt: a file-name-safe name for the results of a checkpoint."""
+    name = Path(path).resolve().name.removesuffix(".ckpt").removesuffix(".safetensors")
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", name) or "checkpoint"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -84,6 +129,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise RunFolderError(f"{results}: {', '.join(missing)} missing; run `dsf test` and `dsf eval` on the run first")
     report = main.compare(files.read_json(results / "test.json"), files.read_json(results / "eval.json"))
     if report is None:
+        print(_not_compared(main.cfg))
         return 0
     print_comparison(report)
     print(f"reports: {results}")
@@ -97,7 +143,11 @@ def _compare_saved(args: argparse.Namespace) -> int:
     from dsf_dist.errors import RunFolderError
 
     candidate, baseline = SavedResults.open(args.run_dir), SavedResults.open(args.baseline)
-    report = compare_saved(candidate, baseline, saved_config(candidate, baseline, args.set))
+    cfg = saved_config(candidate, baseline, args.set)
+    if not cfg.comparison.enabled:
+        print(_not_compared(cfg))
+        return 0
+    report = compare_saved(candidate, baseline, cfg)
     out = Path(args.out) if args.out else candidate.results / f"compare-{baseline.name}"
     logs = [(candidate.name, candidate.training_log), (baseline.name, baseline.training_log)]
     try:
@@ -110,36 +160,60 @@ def _compare_saved(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dsf_dist.checkpoints import export
+    from dsf_dist.errors import ConfigError, RunFolderError
     from dsf_dist.run_folder import RunFolder, best_checkpoint
 
+    if args.set:
+        raise ConfigError(f"--set {args.set[0]}: dsf export writes the run's own config.yaml, so it takes no --set")
     run = RunFolder(Path(args.run_dir)).require()
     source = args.checkpoint or best_checkpoint(run)
-    if args.format == "hf":
-        target = _export_hf(args, run, source)
+    _require_checkpoint(source)
+    hf = args.format == "hf"
+    out = Path(args.out) if args.out else run.root / "export" / ("hf" if hf else "")
+    _require_writable_folder(out)
+    if hf:
+        target = _export_hf(run, source, out)
     else:
-        target = export(source, Path(args.out) if args.out else run.root / "export", run.config.read_text())
+        from dsf_dist.checkpoints import export  # torch: only once the arguments are known good
+
+        try:
+            target = export(source, out, run.config.read_text())
+        except OSError as err:
+            raise RunFolderError(f"{out}: cannot write the export ({err.strerror}); choose a writable --out") from None
     print(f"exported {source} -> {target}")
     return 0
 
 
-def _export_hf(args: argparse.Namespace, run, source: str) -> Path:
+def _export_hf(run, source: str, out: Path) -> Path:
     """The task's Hugging Face form of the checkpoint, in RUN/export/hf/ (or --out): save_pretrained's folder."""
     from dsf_dist.config import load_config
     from dsf_dist.tasks import task_for
 
-    cfg = load_config(run.config, args.set)
+    cfg = load_config(run.config)
     task = task_for(cfg)
     task.run_root = run.root
-    return task.export_pretrained(cfg, source, Path(args.out) if args.out else run.root / "export" / "hf")
+    return task.export_pretrained(cfg, source, out)
+
+
+def _require_writable_folder(folder: Path) -> None:
+    """--out must be a folder, or a place one can be made, before anything is loaded."""
+    from dsf_dist.errors import ConfigError
+
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {folder}: {existing} is a file, not a folder; give a folder for the export")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {folder}: {existing} is not writable; choose a writable folder")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     from dsf_dist.config import dump, load_config
+    from dsf_dist.config.loader import check_strategy_devices
     from dsf_dist.tasks import task_for
 
     cfg = load_config(args.config, args.set, args.output)
-    task_for(cfg).check_config(cfg)
+    check_strategy_devices(cfg)
+    task_for(cfg).check(cfg)
     print(
         f"config OK: {args.config or 'embedded default'}" if args.check else dump(cfg), end="\n" if args.check else ""
     )
@@ -161,11 +235,19 @@ def cmd_install(args: argparse.Namespace) -> int:
     return install(args.extra, args.dry_run)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from dsf_dist.init import run
+
+    return run(args.dir, args.task)
+
+
 def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
+    from dsf_dist.config.loader import check_strategy_devices
     from dsf_dist.launchers.registry import check_launch
 
     cfg = load_config(args.config, entry.overrides(args), args.output)
+    check_strategy_devices(cfg)
     check_launch(cfg.trainer, cfg.strategy.name)
     return cfg
 
@@ -187,7 +269,9 @@ def _existing_run(args: argparse.Namespace):
     from dsf_dist.run_folder import RunFolder
 
     run = RunFolder(Path(args.run_dir)).require()
-    cfg = load_config(run.config, args.set)
+    # compare reads saved results only: a run folder copied to another machine compares without the run's code,
+    # data or devices there.
+    cfg = load_config(run.config, args.set, check_machine=args.verb != "compare")
     from dsf_dist.pipeline import Main  # torch and Lightning: only once the run and config are known good
 
     return Main(cfg, run_dir=run.root)
@@ -225,6 +309,7 @@ VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "what this machine has, and which strategies of the config can run here (exit 1: not its own)",
     ),
     "install-trainer-packages": (cmd_install, "pip install an extra: deepspeed, ray, hf, loggers or all (--dry-run)"),
+    "init": (cmd_init, "write a project in the seed's shape to start from (main.py, data.py, model.py, config.yaml)"),
 }
 
 
@@ -250,12 +335,24 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("extra", metavar="EXTRA", help="deepspeed, ray, hf, loggers or all")
             sub.add_argument("--dry-run", action="store_true", help="print the pip command only")
             continue
+        elif verb == "init":
+            sub.add_argument("dir", metavar="DIR", help="a new or empty folder for the project")
+            # No argparse choices: an unknown task gets dsf's one-line refusal, not argparse's usage block.
+            sub.add_argument(
+                "--task",
+                help="classification (the default), regression or token_classification; "
+                "sequence_classification and causal_lm come with those tasks",
+            )
+            continue
         elif verb in ("test", "eval", "export"):
             sub.add_argument("run_dir", metavar="RUN", help="a run folder made by `dsf run` or `dsf train`")
         else:
             sub.add_argument("-c", "--config", help="YAML config (default: the embedded default)")
             sub.add_argument("--output", help="output root for run folders (sets run.output_root)")
-        entry.add_set_argument(sub)
+        if verb == "export":  # refused in one line by cmd_export rather than by argparse's usage block
+            sub.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+        else:
+            entry.add_set_argument(sub)
         if verb in ("test", "export"):
             sub.add_argument("--checkpoint", help="checkpoint of any strategy (default: the run's best)")
         if verb == "export":

@@ -37,13 +37,24 @@ QUIET_WARNINGS = [
 ]
 
 
+# Log lines that say nothing to a dsf user, by logger: Lightning's tips and its census of accelerators ("GPU
+# available: False, used: False", TPU, HPU; `dsf doctor` reports the devices, and Lightning still warns when a GPU
+# is there but unused), and DeepSpeed's notice, on every import on a machine without GPUs, that it chose its CPU
+# accelerator.
+QUIET_LOG_LINES = {
+    "pytorch_lightning.utilities.rank_zero": ("Tip:", "GPU available: ", "TPU available: ", "HPU available: "),
+    "DeepSpeed": ("Setting accelerator to CPU",),
+}
+
+
 def quiet_known_noise() -> None:
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *QUIET_WARNINGS]))
     for spec in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(spec.partition(":")[2]))
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+    for name, fragments in QUIET_LOG_LINES.items():
+        logging.getLogger(name).addFilter(
+            lambda record, fragments=fragments: not any(fragment in record.getMessage() for fragment in fragments)
+        )
 
 
 # -- arguments -------------------------------------------------------------------------------------------------
@@ -113,6 +124,12 @@ def run_reporting_errors(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("dsf: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as stop:
+        # Lightning's trainer turns Ctrl-C during fit or test into exit(1) after its own shutdown: still Ctrl-C.
+        if isinstance(stop.__context__, KeyboardInterrupt):
+            print("dsf: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
     except Exception as err:
         # Lightning reports user mistakes (e.g. a checkpoint.monitor no step logs) as MisconfigurationException.
         if type(err).__name__ != "MisconfigurationException":

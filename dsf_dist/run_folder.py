@@ -53,13 +53,13 @@ class RunFolder:
         last checkpoint to continue from. Every rank computes the same answer from the same files."""
         last = self.checkpoints / "last.ckpt"
         if cfg.run.resume == "auto" and self.config.is_file():
-            if write:  # the config this run now continues under; re-run ranks read it from here
-                write_text(self.config, dump(cfg))
             found = resumable(last)
-            if found is not None:
+            if found is not None:  # vetted before anything is written: a refused checkpoint leaves the run as it was
                 from dsf_dist.checkpoints import check_resumable  # torch: not for the CLI's early checks
 
                 check_resumable(Path(found))
+            if write:  # the config this run now continues under; re-run ranks read it from here
+                write_text(self.config, dump(cfg))
             return found
         if write:
             # A folder without config.yaml under resume=auto: a kill came between making it and writing the config.

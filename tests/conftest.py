@@ -2,9 +2,13 @@
 session's trained runs, each trained once and shared by every test that only reads it.
 
 `trained_run(name, *args)` trains `dsf <verb> --output ... --set run.name=<name> <args>` once per session and
-returns the run folder. Tests read, test, export or compare it; a test that changes a run (resumes it, poisons
+returns the run folder (with `named=False`, run.name is left unset and the run is named as dsf names it, in an
+output folder of its own). Tests read, test, export or compare it; a test that changes a run (resumes it, poisons
 a file, moves it) works on `copy_run(folder, tmp_path)`. At the end of the session every shared run is checked
 against the fingerprint it had when training finished, so a test that wrote into one fails the session.
+
+Under pytest-xdist the shared runs live in one folder for all workers, and a file lock per run makes the first
+worker that asks train it while the others wait for it: a run is still trained once per session.
 """
 
 from __future__ import annotations
@@ -18,18 +22,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; None in a plain run
+
+# DeepSpeed builds its CPU communication op into torch's extension folder, keyed by a hash that includes this
+# venv's paths: with one folder for every checkout, each venv's build replaces the last and the next DeepSpeed
+# start rebuilds it (tens of seconds, and a killed build leaves a lock that hangs every later start). One folder
+# per venv; .ci/run and the Makefile name the same one.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+# The build is ninja's, and ninja's log format differs between versions: the system's ninja (Debian's 1.11) and
+# the venv's (pip's 1.13) each discard the other's log and rebuild from scratch. The venv's first on PATH for
+# every process the tests start, as .ci/run has it for its build (the Ray head, SLURM jobs and torchrun already
+# put it first).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+if WORKER is not None:
+    # Two workers on a 2-core machine: one thread per process, so that 2 workers x 2 ranks do not oversubscribe
+    # the cores into timeouts (Lightning itself sets 1 thread per rank only for the ranks it launches).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def dsf(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def dsf(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m dsf_dist ARGS` in `cwd`; `env` adds to this process's environment."""
     # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
     path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, "-m", "dsf_dist", *args],
         cwd=cwd,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -58,41 +79,89 @@ def copy_run(run: Path, into: Path) -> Path:
     return copy
 
 
-def fingerprint(folder: Path) -> dict[str, tuple[int, int]]:
+def fingerprint(folder: Path) -> dict[str, list[int]]:
     return {
-        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        str(path.relative_to(folder)): [path.stat().st_size, path.stat().st_mtime_ns]
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
 
 
 class TrainedRuns:
-    """Runs trained once per session, keyed by their arguments."""
+    """Runs trained once per session, keyed by their arguments. Each has a record beside it (`.<name>.json`: the
+    arguments, the run folder, the command's stdout and the fingerprint), which is what every worker reads."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.runs: dict[tuple[str, ...], Path] = {}
-        self.prints: dict[Path, dict[str, tuple[int, int]]] = {}
 
-    def __call__(self, name: str, *args: str, verb: str = "run", timeout: float = 600) -> Path:
-        key = (verb, name, *args)
-        if key not in self.runs:
-            assert all(run.name != name for run in self.runs.values()), f"two shared runs named {name}"
-            command = [verb, "--output", str(self.root), *sets(f"run.name={name}"), *args]
-            done = dsf(*command, cwd=self.root, timeout=timeout)
-            assert done.returncode == 0, f"shared run {name} failed:\n{done.stderr[-3000:]}"
-            run = self.root / name
-            self.runs[key], self.prints[run] = run, fingerprint(run)
-        return self.runs[key]
+    def __call__(self, name: str, *args: str, verb: str = "run", timeout: float = 600, named: bool = True) -> Path:
+        key = [verb, name, *args, f"named={named}"]
+        record_path = self.root / f".{name}.json"
+        with FileLock(self.root / f".{name}.lock"):
+            if not record_path.exists():
+                record_path.write_text(json.dumps(self._train(key, name, args, verb, timeout, named)))
+        record = json.loads(record_path.read_text())
+        assert record["key"] == key, f"two shared runs named {name}: {record['key']} and {key}"
+        assert "error" not in record, f"shared run {name} failed:\n{record.get('error')}"
+        return Path(record["run"])
+
+    def _train(self, key: list[str], name: str, args: tuple[str, ...], verb: str, timeout: float, named: bool) -> dict:
+        output = self.root if named else self.root / name
+        command = [verb, "--output", str(output), *(sets(f"run.name={name}") if named else []), *args]
+        done = dsf(*command, cwd=self.root, timeout=timeout)
+        if done.returncode != 0:
+            return {"key": key, "error": done.stderr[-3000:]}
+        run = self.root / name if named else only_run_folder(output)
+        return {"key": key, "run": str(run), "stdout": done.stdout, "fingerprint": fingerprint(run)}
+
+    def stdout(self, run: Path) -> str:
+        """What the `dsf` command that trained `run` printed."""
+        return next(record["stdout"] for record in self.records() if record["run"] == str(run))
+
+    def records(self) -> list[dict]:
+        found = [json.loads(path.read_text()) for path in self.root.glob(".*.json")]
+        return [record for record in found if "run" in record]
 
     def check_untouched(self) -> None:
-        changed = [str(run) for run, before in self.prints.items() if fingerprint(run) != before]
+        changed = [r["run"] for r in self.records() if fingerprint(Path(r["run"])) != r["fingerprint"]]
         assert not changed, f"a test wrote into a shared run (use copy_run): {changed}"
+
+
+GROUPS_LONGEST_FIRST = ["test_ray", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, the tests that use a module- or session-scoped fixture of a test file (a loopback
+    SLURM cluster, a Ray head, a module's own run) go to one worker, so the fixture is set up once. The session's
+    shared runs need no group: every worker reads the same ones."""
+    for item in items:
+        owners = {
+            definition.func.__module__
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+            if definition.scope in ("module", "session") and definition.func.__module__.startswith("test_")
+        }
+        for owner in sorted(owners):
+            item.add_marker(pytest.mark.xdist_group(owner))
+    # xdist hands out the groups largest first (--loadscope-reorder, its default), then single tests in collection
+    # order: the slow ones first here, so that the last tests handed out are short and no worker idles at the end.
+    first = {name: rank for rank, name in enumerate(GROUPS_LONGEST_FIRST)}
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        groups = [first.get(mark.args[0], len(first)) for mark in item.iter_markers("xdist_group")]
+        return min(groups, default=len(first) + 1), 0 if item.get_closest_marker("slow") else 1
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Callable[..., Path]:
-    runs = TrainedRuns(tmp_path_factory.mktemp("shared-runs"))
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base folder sits in the session's own one: share the runs there.
+    root = (base.parent if WORKER is not None else base) / "shared-runs"
+    root.mkdir(exist_ok=True)
+    runs = TrainedRuns(root)
     yield runs
     runs.check_untouched()
 

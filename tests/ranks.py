@@ -18,10 +18,11 @@ from pathlib import Path
 from conftest import REPO
 
 
-def start(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """`python -m dsf_dist ARGS` as the leader of a new process group, stdout and stderr into `log`."""
+def start(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m dsf_dist ARGS` as the leader of a new process group, stdout and stderr into `log`; `env` adds
+    to this process's environment."""
     path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     with open(log, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "dsf_dist", *args],
@@ -79,14 +80,6 @@ def wait_for(
             raise AssertionError(f"the job ended (exit {job.returncode}) before {what}")
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def staging(run: Path) -> bool:
-    """A checkpoint is being written: its staging copy (dsf_dist/hooks/checkpoint.py) exists."""
-    try:
-        return any(name.endswith(".partial") for name in os.listdir(run / "checkpoints"))
-    except OSError:
-        return False
 
 
 def kill_group(job: subprocess.Popen) -> None:

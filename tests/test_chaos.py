@@ -1,10 +1,13 @@
 """Crash and resume, repeatedly: SIGKILL the whole process group of a 2-rank `dsf run` mid-step, mid-checkpoint
 write and mid-test, resume it each time with `--resume`, and check that every resume found a complete checkpoint,
-that the final weights equal an uninterrupted run's bit for bit, that the results files are whole, and that no
-file was written outside the run folder.
+that the final weights and optimizer state equal an uninterrupted run's bit for bit, that the results files are
+whole, and that no file was written outside the run folder.
 
-DDP is killed at all three points, FSDP mid-checkpoint. The kill points are random (seeded: DSF_CHAOS_SEED,
-default 8) and printed, so a failure can be replayed.
+Where each kill lands is an event, not a timer: the run holds rank 0 at the chosen point (tests/hold_points.py)
+and the test kills the group while it is held, or, for the test phase, once fit's results are written and before
+test's are. Each kill asserts where it landed. DDP is killed at all three points, FSDP mid-checkpoint; the step of
+the mid-step kill and the delay of the mid-test one are random (seeded: DSF_CHAOS_SEED, default 8) and printed,
+so a failure can be replayed. The uninterrupted run is the session's shared one (tests/shared_runs.py).
 """
 
 from __future__ import annotations
@@ -18,52 +21,81 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import dsf, results
-from ranks import finish, kill_group, staging, start, wait_for
+from conftest import results
+from hold_points import hold_env, read_marker
+from ranks import finish, kill_group, start, wait_for
+from shared_runs import EPOCHS, STRATEGIES, TWO_RANKS, assert_same_tensors, optimizer_state, reference_run
 
 from dsf_dist.checkpoints import load_weights
 from dsf_dist.run_folder import resumable
 
 SEED = int(os.environ.get("DSF_CHAOS_SEED", "8"))
-STRATEGIES = {
-    "ddp": ["strategy.name=ddp"],
-    "fsdp": ["strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"],
-}
+STEPS = EPOCHS * 10  # 1,257 training samples / 2 ranks / batch 64: 10 steps an epoch
 
 
-def arguments(strategy: str, name: str) -> list[str]:
+def arguments(strategy: str) -> list[str]:
     sets = [
         *STRATEGIES[strategy],
-        "trainer.devices=2",
-        "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
+        *TWO_RANKS,
+        f"trainer.max_epochs={EPOCHS}",
         "existing_model.kind=none",
-        "model.network_kwargs.hidden_sizes=[512,512]",  # a 3 MB checkpoint: its write can be interrupted
-        f"run.name={name}",
+        "callbacks=[{target: 'hold_points:HoldAt'}]",  # holds only when a kill below arms it
+        "run.name=chaos",
     ]
     return ["run", "--output", "runs", *[arg for item in sets for arg in ("--set", item)]]
 
 
-def kill_mid_step(run: Path, job, rng: random.Random) -> str:
-    wait_for(lambda: (run / "logs" / "hparams.yaml").exists(), 180, "fit to start", job)
-    delay = rng.uniform(0.2, 1.5)
-    time.sleep(delay)
-    return f"{delay:.2f} s into fit"
+class Kill:
+    """One kill point: the environment that arms it, and the wait for the moment (which says where it landed)."""
+
+    def __init__(self, run: Path, marker: Path, rng: random.Random) -> None:
+        self.run, self.marker, self.rng = run, marker, rng
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def wait(self, job) -> str:
+        raise NotImplementedError
+
+    def held(self, job, what: str) -> dict:
+        return wait_for(lambda: read_marker(self.marker), 180, what, job)
 
 
-def kill_mid_checkpoint(run: Path, job, rng: random.Random) -> str:
-    # A write that replaces an earlier checkpoint: the one a resume needs must survive it.
-    last = run / "checkpoints" / "last.ckpt"
-    wait_for(lambda: last.exists() and staging(run), 180, "a checkpoint write after the first", job, poll=0.001)
-    return "while a checkpoint's staging copy was being written"
+class MidStep(Kill):
+    def env(self) -> dict[str, str]:
+        self.step = self.rng.randint(1, STEPS - 1)
+        return hold_env("train_step", self.marker, rank=0, step=self.step)
+
+    def wait(self, job) -> str:
+        held = self.held(job, f"rank 0 to reach training step {self.step + 1}")
+        assert held["global_step"] == self.step and 0 < self.step < STEPS, held  # after a step, before the last
+        assert not (self.run / "results" / "train.json").exists()
+        return f"mid-step: between forward and backward of step {self.step + 1} of {STEPS}"
 
 
-def kill_mid_test(run: Path, job, rng: random.Random) -> str:
-    wait_for(lambda: (run / "results" / "train.json").exists(), 180, "fit to end", job, poll=0.001)
-    delay = rng.uniform(0.0, 0.3)
-    time.sleep(delay)
-    tested = (run / "results" / "test.json").exists()
-    return f"{delay:.2f} s after fit ended ({'test had finished' if tested else 'during test'})"
+class MidCheckpoint(Kill):
+    def env(self) -> dict[str, str]:
+        return hold_env("checkpoint", self.marker, rank=0, replacing=True)
+
+    def wait(self, job) -> str:
+        held = self.held(job, "a checkpoint write that replaces last.ckpt")
+        staging = Path(held["staging"])
+        assert staging.exists() and staging.parent == self.run / "checkpoints", held
+        assert (self.run / "checkpoints" / "last.ckpt").exists()  # the one a resume needs, not yet replaced
+        return f"mid-checkpoint: {staging.name} written, not yet published, at step {held['global_step']}"
+
+
+class MidTest(Kill):
+    def wait(self, job) -> str:
+        fitted = self.run / "results" / "train.json"
+        assert not fitted.exists()  # what is waited for below is this attempt's
+        wait_for(fitted.exists, 180, "fit to end", job)
+        delay = self.rng.uniform(0.0, 0.3)
+        time.sleep(delay)
+        return f"mid-test: {delay:.2f} s after fit's results were written"
+
+    def landed(self) -> None:
+        assert not (self.run / "results" / "test.json").exists(), "the kill came after test had finished"
 
 
 def check_whole(run: Path) -> str:
@@ -78,7 +110,7 @@ def check_whole(run: Path) -> str:
 
 # DDP is killed at all three points; FSDP (a sharded checkpoint folder, published by two renames) mid-write only,
 # to keep the test's time within CI's budget.
-KILLS = {"ddp": [kill_mid_step, kill_mid_checkpoint, kill_mid_test], "fsdp": [kill_mid_checkpoint]}
+KILLS = {"ddp": [MidStep, MidCheckpoint, MidTest], "fsdp": [MidCheckpoint]}
 
 
 def files_outside(root: Path, allowed: set[Path]) -> list[Path]:
@@ -87,36 +119,38 @@ def files_outside(root: Path, allowed: set[Path]) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_killed_and_resumed_runs_end_like_an_uninterrupted_one(tmp_path, strategy):
+@pytest.mark.parametrize("strategy", list(KILLS))
+def test_killed_and_resumed_runs_end_like_an_uninterrupted_one(tmp_path, trained_run, strategy):
     rng = random.Random(f"{SEED}-{strategy}")
-    reference = dsf(*arguments(strategy, "whole"), cwd=tmp_path, timeout=300)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    run = tmp_path / "runs" / "chaos"
-    kills = KILLS[strategy]
-    for attempt, kill in enumerate(kills):
+    whole = reference_run(trained_run, strategy)
+    run, holds = tmp_path / "runs" / "chaos", tmp_path / "holds"
+    holds.mkdir()
+    for attempt, point in enumerate(KILLS[strategy]):
+        kill = point(run, holds / f"attempt{attempt}.json", rng)
         log = tmp_path / f"attempt{attempt}.log"
-        job = start(*arguments(strategy, "chaos"), *([] if attempt == 0 else ["--resume"]), cwd=tmp_path, log=log)
-        where = kill(run, job, rng)
+        resume = [] if attempt == 0 else ["--resume"]
+        job = start(*arguments(strategy), *resume, cwd=tmp_path, log=log, env=kill.env())
+        where = kill.wait(job)
         kill_group(job)
+        if isinstance(kill, MidTest):
+            kill.landed()
         print(f"[chaos seed {SEED}, {strategy}] kill {attempt + 1}: SIGKILL {where}; {check_whole(run)}")
-    job = start(*arguments(strategy, "chaos"), "--resume", cwd=tmp_path, log=tmp_path / "final.log")
+    job = start(*arguments(strategy), "--resume", cwd=tmp_path, log=tmp_path / "final.log")
     assert finish(job, timeout=300) == 0, (tmp_path / "final.log").read_text()[-3000:]
 
-    whole = tmp_path / "runs" / "whole"
     assert results(run, "train")["resumed_from"].endswith("last.ckpt")
     assert results(run, "train")["global_step"] == results(whole, "train")["global_step"]
-    resumed, uninterrupted = (load_weights(folder / "checkpoints" / "last.ckpt") for folder in (run, whole))
-    assert resumed.keys() == uninterrupted.keys()
-    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in resumed)
+    resumed, uninterrupted = (folder / "checkpoints" / "last.ckpt" for folder in (run, whole))
+    assert_same_tensors(load_weights(resumed), load_weights(uninterrupted))
+    assert_same_tensors(optimizer_state(resumed), optimizer_state(uninterrupted))
     # Results whole: parseable, and the same test numbers as the uninterrupted run's.
     tested, expected = results(run, "test"), results(whole, "test")
     assert {k: v for k, v in tested.items() if k != "model"} == {k: v for k, v in expected.items() if k != "model"}
     assert json.loads((run / "results" / "done.json").read_text()) == {"exit_code": 0}
     with np.load(run / "results" / "test_predictions.npz", allow_pickle=False) as arrays:
         assert len(arrays["preds"]) == tested["num_samples"]
-    logs = {tmp_path / name for name in ("final.log", *(f"attempt{i}.log" for i in range(len(kills))))}
-    assert files_outside(tmp_path, {run, whole, *logs}) == []
+    logs = {tmp_path / name for name in ("final.log", *(f"attempt{i}.log" for i in range(len(KILLS[strategy]))))}
+    assert files_outside(tmp_path, {run, holds, *logs}) == []
 
 
 def test_a_kill_before_the_config_was_written_does_not_block_the_resume(tmp_path):

@@ -9,8 +9,10 @@ import sys
 from dsf_dist import cli
 try:
     cli.main(["--help"])
-except SystemExit:
-    pass
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+else:
+    raise AssertionError("--help returned instead of exiting")
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning", "lightning_fabric"))
 assert not heavy, heavy
 """

@@ -25,9 +25,26 @@ def test_embedded_default_is_configs_default_yaml():
     assert load_config(REPO / "configs" / "default.yaml") == load_config()
 
 
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    found = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            found |= leaves(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    load_config(path)
+def test_shipped_configs_load(path, tmp_path):
+    """Every value the file sets is the value loaded (none dropped or renamed), and the resolved config written to
+    a run folder loads back to the same config."""
+    cfg = load_config(path)
+    written = yaml.safe_load(path.read_text()) or {}
+    loaded = leaves(yaml.safe_load(dump(cfg)))
+    assert written and {key: loaded.get(key, "<missing>") for key in leaves(written)} == leaves(written)
+    (tmp_path / "resolved.yaml").write_text(dump(cfg))
+    assert load_config(tmp_path / "resolved.yaml") == cfg
 
 
 def test_dump_round_trips(tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import dsf
 
+pytestmark = pytest.mark.slow  # three real runs
+
 FREE_AFTER_FILL = 96 * 1024  # room for config.yaml and the metrics rows, not for a 230 kB checkpoint
 
 

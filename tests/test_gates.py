@@ -134,6 +134,7 @@ def test_gate_config_is_checked_at_load_time_in_one_line():
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_run_exits_3_on_a_failed_gate_and_writes_every_report(tmp_path):
     """The one end-to-end run: no model can gain 1.0 accuracy, so the gate fails; the reports are all there."""
     done = dsf(

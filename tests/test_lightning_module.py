@@ -8,10 +8,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import dsf, only_run_folder, results
 from sklearn.datasets import load_digits
+
+
+def labels(preds: np.ndarray) -> np.ndarray:
+    """Class labels from saved predictions: class scores (one row per sample) or labels already."""
+    return preds.argmax(-1) if preds.ndim == 2 else preds
+
 
 USER_PAIR = [
     "--set",
@@ -40,7 +47,14 @@ def test_stock_module_under_fsdp_on_two_ranks(tmp_path):
     assert test["num_samples"] == existing["num_samples"] == 297  # every test sample once, over 2 ranks
     assert test["accuracy"] > 0.7
     report = json.loads((run / "results" / "comparison.json").read_text())
-    assert report["statistics"]["mcnemar"]["discordant"] >= 0 and report["num_samples"] == 297
+    # McNemar's counts, recomputed from the two models' saved per-sample predictions.
+    trained, existing = (np.load(run / "results" / f"{side}_predictions.npz") for side in ("test", "eval"))
+    assert trained["index"].tolist() == existing["index"].tolist() == list(range(297))
+    right = [labels(side["preds"]) == side["target"] for side in (trained, existing)]
+    mcnemar = report["statistics"]["mcnemar"]
+    assert mcnemar["trained_only_correct"] == int(np.sum(right[0] & ~right[1]))
+    assert mcnemar["existing_only_correct"] == int(np.sum(right[1] & ~right[0]))
+    assert mcnemar["discordant"] == int(np.sum(right[0] != right[1])) and report["num_samples"] == 297
 
 
 @pytest.mark.slow

@@ -82,6 +82,7 @@ def test_mlflow_holds_one_run_with_config_and_comparison(logged_run, monkeypatch
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_tensorboard_holds_one_run_with_config_and_comparison(logged_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     multiplexer = EventMultiplexer().AddRunsFromDirectory(str(logged_run))
@@ -93,6 +94,16 @@ def test_tensorboard_holds_one_run_with_config_and_comparison(logged_run):
     assert {"config", "comparison"} <= texts
     config = multiplexer.Tensors("logs/tensorboard", "config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert yaml.safe_load(config.strip("`\n"))["trainer"]["devices"] == 2
+    # One writer of the training run: a directory counts two writers as one, so read each event file alone. Rank
+    # zero's fit writes one file; the comparison, added after test by the launching process, another.
+    writers = {}
+    for events in sorted((logged_run / "logs" / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        writers[events.name] = accumulator
+    training = [name for name, tags in writers.items() if "val_loss" in tags.Tags()["scalars"]]
+    assert len(training) == 1 and len(writers) == 2, sorted(writers)
+    assert len(writers[training[0]].Scalars("val_loss")) == 2  # one per epoch, written once
 
 
 @pytest.mark.slow
@@ -101,7 +112,9 @@ def test_csv_is_one_file_with_every_epoch(logged_run):
     assert sorted(p.name for p in (logged_run / "logs").glob("*.csv")) == ["metrics.csv"]
     with open(logged_run / "logs" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted({row["epoch"] for row in rows if row.get("val_loss")}) == ["0", "1"]
+    # Every epoch's validation row exactly once: a second rank writing would repeat them.
+    assert [row["epoch"] for row in rows if row.get("val_loss")] == ["0", "1"]
+    assert [path.name for path in (logged_run / "logs").iterdir() if path.name.startswith("version_")] == []
 
 
 @pytest.mark.slow

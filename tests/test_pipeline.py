@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import REPO, dsf, only_run_folder, results
+from shared_runs import default_single_process_run, reference_run
 
 from dsf_dist.config import load_config
 from dsf_dist.files import read_arrays
@@ -12,13 +13,12 @@ pytestmark = pytest.mark.slow
 DIGITS_TEST_SIZE = 269  # 15% of 1,797: odd, so 2 ranks cannot split it evenly
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """`dsf run` exactly as the README's first command runs it: the embedded default, one process."""
-    cwd = tmp_path_factory.mktemp("default")
-    done = dsf("run", "--output", "runs", cwd=cwd)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return only_run_folder(cwd / "runs"), done
+@pytest.fixture
+def default_run(trained_run):
+    """`dsf run` exactly as the README's first command runs it (the session's shared run): the run folder and what
+    the command printed."""
+    run = default_single_process_run(trained_run)
+    return run, trained_run.stdout(run)
 
 
 def test_default_run_writes_the_run_folder(default_run):
@@ -38,7 +38,7 @@ def test_default_run_writes_the_run_folder(default_run):
 
 
 def test_default_run_trains_a_good_model_and_a_real_comparison(default_run):
-    run, done = default_run
+    run, stdout = default_run
     test, existing = results(run, "test"), results(run, "eval")
     assert test["accuracy"] >= 0.90
     assert existing["accuracy"] >= 0.90  # logistic regression on the same split
@@ -48,7 +48,7 @@ def test_default_run_trains_a_good_model_and_a_real_comparison(default_run):
     comparison = results(run, "comparison")["comparison"]
     assert comparison["accuracy"] == {"trained": test["accuracy"], "eval": existing["accuracy"]}
     assert set(comparison) == {"accuracy", "precision", "recall", "f1", "confusion_matrix"}
-    assert "trained vs existing model" in done.stdout and "existing model on accuracy" in done.stdout
+    assert "trained vs existing model" in stdout and "existing model on accuracy" in stdout
 
 
 @pytest.mark.distributed
@@ -62,7 +62,7 @@ def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
         "--set",
         "trainer.devices=2",
         "--set",
-        "trainer.max_epochs=5",
+        "trainer.max_epochs=3",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,21 +84,10 @@ def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
 
 
 @pytest.mark.distributed
-def test_ddp_two_ranks_share_one_run_folder(tmp_path):
-    done = dsf(
-        "run",
-        "--output",
-        "runs",
-        "--set",
-        "strategy.name=ddp",
-        "--set",
-        "trainer.devices=2",
-        "--set",
-        "trainer.max_epochs=2",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run_folder(tmp_path / "runs")
+def test_ddp_two_ranks_share_one_run_folder(trained_run):
+    """Both ranks of a `dsf run` without run.name agree on the name dsf gives it: one run folder."""
+    run = reference_run(trained_run, "ddp")  # the session's shared 2-rank DDP run (tests/shared_runs.py)
+    assert only_run_folder(run.parent) == run and run.name.startswith("digits-")
     assert results(run, "test")["num_samples"] == DIGITS_TEST_SIZE
     assert (run / "results" / "comparison.json").is_file()
 

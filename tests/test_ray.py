@@ -22,8 +22,8 @@ from ray_head import HeadError, RayHead
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 CONFIG = "configs/ray.yaml"  # 2 workers, DDP on CPU
-SHORT = ("--set", "trainer.max_epochs=3")  # 10 steps per epoch per rank (1,257 samples / 2 ranks / batch 64)
-KILLED_AT_STEP = 15  # in the second epoch, after the first epoch's checkpoint was reported
+SHORT = ("--set", "trainer.max_epochs=2")  # 10 steps per epoch per rank (1,257 samples / 2 ranks / batch 64)
+KILLED_AT_STEP = 15  # in the second (last) epoch, after the first epoch's checkpoint was reported
 JOB_TIMEOUT = 420
 
 
@@ -83,16 +83,16 @@ def test_job_runs_the_whole_pipeline_into_the_storage_path(head: RayHead, uninte
     assert (run / "results" / "comparison.json").is_file() and (run / "results" / "comparison.html").is_file()
     assert results(run, "done") == {"exit_code": 0}
     train = results(run, "train")
-    assert train["global_step"] == 30 and train["resumed_from"] is None
+    assert train["global_step"] == 20 and train["resumed_from"] is None
     assert Path(train["best_checkpoint"]).parent == run / "checkpoints"
     assert results(run, "test")["num_samples"] == 269  # every test sample once, on 2 ranks
     recorded = (run / "config.yaml").read_text()
     assert f"output_root: {run.parent}" in recorded and "name: digits-dsf-ray-plain" in recorded
     # Ray Train's run folder is the same folder: one report per epoch, the newest kept (ray.num_to_keep: 1).
     snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
-    assert snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] == "ray-epoch002-step000030"
-    assert sorted(p.name for p in run.glob("ray-epoch*")) == ["ray-epoch002-step000030"]
-    assert (run / "ray-epoch002-step000030" / "checkpoint.ckpt").is_file()
+    assert snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] == "ray-epoch001-step000020"
+    assert sorted(p.name for p in run.glob("ray-epoch*")) == ["ray-epoch001-step000020"]
+    assert (run / "ray-epoch001-step000020" / "checkpoint.ckpt").is_file()
 
 
 def test_a_killed_worker_restarts_from_the_reported_checkpoint_with_the_same_results(
@@ -109,11 +109,11 @@ def test_a_killed_worker_restarts_from_the_reported_checkpoint_with_the_same_res
     run = tmp_path / "digits-dsf-ray-killed"
     assert "ray_faults: killing rank 1 (pid" in logs and "[FailurePolicy] RETRY" in logs
     assert "Started training worker group of size 2" in logs and logs.count("Attempting to start training") == 2
-    # Epoch 0 was reported and committed before the kill; the restarted group reported epochs 1 and 2 only.
+    # Epoch 0 was reported and committed before the kill; the restarted group reported epoch 1 only.
     first = run / "ray-epoch000-step000010"
-    assert [number for number, _ in reports(logs)] == [1, 2, 3]
+    assert [number for number, _ in reports(logs)] == [1, 2]
     assert results(run, "train")["resumed_from"] == str(first / "checkpoint.ckpt")
-    assert results(run, "train")["global_step"] == 30 and results(run, "done") == {"exit_code": 0}
+    assert results(run, "train")["global_step"] == 20 and results(run, "done") == {"exit_code": 0}
     # The restart resumed weights, optimizer, data order and RNG state: the same run as uninterrupted.
     for name in ("test", "eval"):
         plain, resumed = results(uninterrupted, name), results(run, name)
@@ -137,7 +137,7 @@ def test_sharded_strategies_run_on_cpu_workers(
     status, logs = submit(head, f"dsf-ray-{strategy}", tmp_path, *SHORT, "--set", f"strategy.name={strategy}", *options)
     assert status == "SUCCEEDED", logs[-4000:]
     run = tmp_path / f"digits-dsf-ray-{strategy}"
-    assert (run / "ray-epoch002-step000030" / "checkpoint.ckpt" / shard).is_file()
+    assert (run / "ray-epoch001-step000020" / "checkpoint.ckpt" / shard).is_file()
     assert results(run, "done") == {"exit_code": 0}
     test, plain = results(run, "test"), results(uninterrupted, "test")
     assert test["confusion_matrix"] == plain["confusion_matrix"] and test["accuracy"] == plain["accuracy"]

@@ -63,17 +63,25 @@ def test_the_ray_section_maps_to_ray_trains_configs(tmp_path):
 
 
 def test_fast_start_settings_and_rays_own_defaults():
+    from ray.train.v2._internal import constants
+
     assert launcher.train_environment(load_config()) == {
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
         "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     }
-    from ray.train.v2._internal import constants
-
+    # Each ray.* setting reaches the variable Ray Train reads, as Ray parses it.
     rays = load_config(None, ["ray.health_check_interval_s=2", "ray.preemption_watcher=true", "ray.print_patch=true"])
+    assert launcher.train_environment(rays) == {
+        constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR: "2",
+        constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR: "1",
+        constants.ENABLE_PRINT_PATCH_ENV_VAR: "1",
+    }
+    fractional = load_config(None, ["ray.health_check_interval_s=0.25"])
+    assert float(launcher.train_environment(fractional)[constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR]) == 0.25
+    # Those values are Ray's own defaults: setting them gives back Ray's behaviour.
     assert constants.DEFAULT_HEALTH_CHECK_INTERVAL_S == 2.0
     assert constants.DEFAULT_ENABLE_PREEMPTION_WATCHER and constants.DEFAULT_ENABLE_PRINT_PATCH
-    assert launcher.train_environment(rays)["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, results
+from hold_points import hold_env, read_marker
 from slurm_cluster import ClusterError, LoopbackCluster, free_port, missing_packages
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -87,16 +88,24 @@ def test_two_nodes(cluster, tmp_path):
 
 
 def test_usr1_checkpoints_requeues_and_resumes_where_it_stopped(cluster, tmp_path):
-    epochs = 20
+    # Rank 0 holds in the second epoch, after the first epoch's checkpoint. The ranks compare their flags about
+    # every 0.5 s of steps (hooks/preemption.py), so the planned run goes on well past that after the signal.
+    epochs, held_at = 20, 12
+    marker, release = tmp_path / "held.json", tmp_path / "release"
+    hold = hold_env("train_step", marker, rank=0, step=held_at, release=release)  # the requeued job passes it
+    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     job = cluster.sbatch(
-        ONE_CPU, SCRIPT, DDP, "--set", f"trainer.max_epochs={epochs}", *QUIET, cwd=tmp_path, env=job_env()
-    )
+        ONE_CPU, SCRIPT, DDP, "--set", f"trainer.max_epochs={epochs}", *QUIET,
+        "--set", "callbacks=[{target: 'hold_points:HoldAt'}]",
+        cwd=tmp_path, env=job_env(PYTHONPATH=path, **hold),
+    )  # fmt: skip
     run = tmp_path / "runs" / f"digits-{job}"
     deadline = time.monotonic() + 180
-    while not (run / "checkpoints" / "last.ckpt").exists():  # the first epoch's checkpoint: training is under way
+    while read_marker(marker) is None:  # training is under way, and rank 0 is inside a step
         assert time.monotonic() < deadline and cluster.state(job) in ("PENDING", "RUNNING"), output(tmp_path, job)
         time.sleep(0.1)
     cluster.client("scancel", "--signal=USR1", "--full", job)  # what --signal=USR1@180 sends before the limit
+    release.touch()
 
     final = cluster.wait_done(job, timeout=300)
     log = output(tmp_path, job)
@@ -112,7 +121,7 @@ def test_usr1_checkpoints_requeues_and_resumes_where_it_stopped(cluster, tmp_pat
     assert f"train.sh: job {job}, restart 1:" in log  # the same job, started again by SLURM
     record = results(run, "train")
     total = epochs * STEPS_PER_EPOCH_AT_2_RANKS
-    assert 0 < step < total  # stopped mid-training ...
+    assert held_at < step < total  # stopped mid-training, at the step boundary after the signal ...
     assert record["resumed_from"].endswith("checkpoints/last.ckpt")  # ... resumed from that checkpoint ...
     assert record["global_step"] == total  # ... and trained exactly the planned steps, none twice
     assert record["fit_seconds"] > 0

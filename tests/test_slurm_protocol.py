@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, results
+from hold_points import hold_env, read_marker
 
 from dsf_dist.errors import EXIT_PREEMPTED, ConfigError
 from dsf_dist.hooks import checkpoint
@@ -24,6 +25,9 @@ from dsf_dist.launchers.registry import check_launch
 from dsf_dist.launchers.slurm import after_checkpoint, job_to_requeue, tasks_on_each_node
 from dsf_dist.run_folder import resumable, set_aside
 
+# The SIGTERM test: held in the second epoch, after the first checkpoint. The ranks compare their flags about every
+# 0.5 s of steps (hooks/preemption.py), so the planned run goes on well past that after the signal.
+EPOCHS, HELD_AT_STEP = 12, 12
 SRUN_TASK = {
     "SLURM_JOB_ID": "7",
     "SLURM_STEP_ID": "0",
@@ -95,7 +99,7 @@ def test_slurm_task_lists_and_job_ids():
 
 def test_requeue_decision():
     saved = "SIGUSR1 at step 5: checkpoint saved to r/checkpoints/last.ckpt"
-    assert "continue with the same command and --resume" in after_checkpoint(saved, "r/config.yaml", 3, True, {})
+    assert "continue with `dsf run -c r/config.yaml --resume`" in after_checkpoint(saved, "r/config.yaml", 3, True, {})
     capped = after_checkpoint(saved, "r/config.yaml", 3, True, {"SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "3"})
     assert "not requeued: job 9 has restarted 3 time(s) and run.max_requeues is 3" in capped
     assert capped.endswith("continue with: sbatch slurm/train.sh r/config.yaml")
@@ -139,52 +143,82 @@ def test_a_folder_checkpoint_interrupted_between_renames_still_resumes(tmp_path,
     assert resume == set_aside(target) and (resume / "checkpoint" / "model_states.pt").read_text() == "new"
 
 
+# The CLI's own entry point (what `python -m dsf_dist` runs), then what it had imported by the time it returned.
+CLI_THEN_MODULES = """
+import json, sys
+from dsf_dist.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning", "lightning_fabric"))
+print(json.dumps({"exit_code": code, "heavy": heavy}))
+"""
+
+
 def test_a_finished_run_is_not_run_again(tmp_path):
     run = tmp_path / "runs" / "finished"
     (run / "results").mkdir(parents=True)
     (run / "config.yaml").write_text("run: {name: finished}\n")
     (run / "results" / "done.json").write_text(json.dumps({"exit_code": 3}))
-    started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "dsf_dist", "run", "--set", "run.name=finished", "--output", str(tmp_path / "runs")]
+        [
+            sys.executable,
+            "-c",
+            CLI_THEN_MODULES,
+            "run",
+            "--set",
+            "run.name=finished",
+            "--output",
+            str(tmp_path / "runs"),
+        ]
         + ["--resume"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
     )
-    assert done.returncode == 3, done.stderr  # the exit code the finished run recorded (a failed gate)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["exit_code"] == 3  # the exit code the finished run recorded (a failed gate)
     assert "already finished" in done.stdout and "nothing to do" in done.stdout
     assert not (run / "checkpoints").exists()
-    assert time.perf_counter() - started < 20  # no training started (torch is not even imported)
+    assert report["heavy"] == []  # no training started: torch was not even imported
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(tmp_path):
-    """`dsf train` with ddp on 2 CPU ranks; SIGTERM reaches rank 0 only. Both ranks stop at the same step with
-    last.ckpt saved (exit 75), and `--resume` continues from that step to the planned end."""
+    """`dsf train` with ddp on 2 CPU ranks; SIGTERM reaches rank 0 only, while it is held inside a training step.
+    Both ranks stop at the same step boundary with last.ckpt saved (exit 75), and `--resume` continues from that
+    step to the planned end."""
     args = ["-c", str(REPO / "configs" / "ddp.yaml"), "--output", str(tmp_path / "runs")]
     args += [
         "--set",
         "run.name=stopped",
         "--set",
-        "trainer.max_epochs=12",
+        f"trainer.max_epochs={EPOCHS}",
         "--set",
         "trainer.enable_progress_bar=false",
+        "--set",  # holds only in the first attempt, which the environment below arms
+        "callbacks=[{target: 'hold_points:HoldAt'}]",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    marker, release = tmp_path / "held.json", tmp_path / "release"
     command = [sys.executable, "-m", "dsf_dist", "train", *args]
     run = tmp_path / "runs" / "stopped"
+    held_env = {**env, **hold_env("train_step", marker, rank=0, step=HELD_AT_STEP, release=release)}
     with subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, cwd=tmp_path, env=held_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as rank0:
         try:
+            # Rank 0 holds mid-step, after the first epoch's checkpoint: the signal lands inside training, and the
+            # stop must wait for the step boundary.
             deadline = time.monotonic() + 120
-            while not (run / "checkpoints" / "last.ckpt").exists():
-                assert rank0.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-                time.sleep(0.1)
+            while read_marker(marker) is None:
+                assert rank0.poll() is None and time.monotonic() < deadline, "rank 0 did not reach the held step"
+                time.sleep(0.05)
+            assert (run / "checkpoints" / "last.ckpt").exists()
             rank0.send_signal(signal.SIGTERM)
+            release.touch()
             out, err = rank0.communicate(timeout=120)
         finally:
             if rank0.poll() is None:
@@ -193,7 +227,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     stopped = re.search(r"dsf: stopped by SIGTERM at step (\d+): checkpoint saved to (\S+);", err)
     assert stopped, err[-2000:]
     step, saved = int(stopped.group(1)), Path(stopped.group(2))
-    assert 0 < step < 120 and saved == run / "checkpoints" / "last.ckpt", err[-2000:]
+    assert HELD_AT_STEP < step < EPOCHS * 10 and saved == run / "checkpoints" / "last.ckpt", err[-2000:]
     assert torch.load(saved, map_location="cpu", weights_only=True)["global_step"] == step
     assert not (run / "results" / "train.json").exists()  # training did not finish
 
@@ -201,10 +235,10 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     record = results(run, "train")
     assert record["resumed_from"] == str(saved)
-    assert record["global_step"] == 12 * 10  # 12 epochs of 10 steps per rank (1,257 samples / 2 ranks / 64)
+    assert record["global_step"] == EPOCHS * 10  # 10 steps an epoch per rank (1,257 samples / 2 ranks / 64)
     leftovers = [path.name for path in (run / "checkpoints").iterdir() if path.name.startswith(".")]
     assert leftovers == []
     with open(run / "logs" / "metrics.csv", newline="") as handle:
         logged = [(int(row["epoch"]), int(row["step"])) for row in csv.DictReader(handle)]
-    assert {epoch for epoch, _ in logged} == set(range(12)), (step, logged)  # rows logged before the stop stay
+    assert {epoch for epoch, _ in logged} == set(range(EPOCHS)), (step, logged)  # rows logged before the stop stay
     assert [step for _, step in logged] == sorted(step for _, step in logged)

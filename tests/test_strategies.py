@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, dsf, results
+from conftest import REPO, copy_run, dsf, results, sets
 from safetensors.torch import load_file
+from shared_runs import EPOCHS, STRATEGIES, TWO_RANKS, assert_same_tensors, optimizer_state, reference_run
 
 from dsf_dist.checkpoints import checkpoint_format, load_weights
 from dsf_dist.config import load_config
@@ -131,56 +132,47 @@ def test_deepspeed_not_installed_names_the_extra(tmp_path):
     )
 
 
-STRATEGIES = {
-    "ddp": ["strategy.name=ddp"],
-    "fsdp": ["strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"],
-    "deepspeed2": ["strategy.name=deepspeed", "strategy.deepspeed.stage=2"],
-    "deepspeed3": ["strategy.name=deepspeed", "strategy.deepspeed.stage=3"],
-}
 FORMATS = {"ddp": "lightning", "fsdp": "distcp", "deepspeed2": "deepspeed", "deepspeed3": "deepspeed"}
-
-
-def sets(*items: str) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_fit_resume_export_and_test_on_two_ranks(tmp_path, name):
-    common = sets(*STRATEGIES[name], "trainer.devices=2", "trainer.enable_progress_bar=false")
-
-    # An uninterrupted 4-epoch run: the whole pipeline under the strategy.
-    done = dsf("run", "--output", "runs", *common, *sets("run.name=whole", "trainer.max_epochs=4"), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    whole = tmp_path / "runs" / "whole"
+def test_fit_resume_export_and_test_on_two_ranks(tmp_path, trained_run, name):
+    # An uninterrupted run: the whole pipeline under the strategy.
+    whole = reference_run(trained_run, name)
     tested = results(whole, "test")
     assert tested["num_samples"] == 269 and tested["accuracy"] > 0.7
     assert checkpoint_format(whole / "checkpoints" / "last.ckpt") == FORMATS[name]
 
-    # 2 epochs, stop, resume to 4: the same weights, bit for bit.
-    done = dsf("train", "--output", "runs", *common, *sets("run.name=split", "trainer.max_epochs=2"), cwd=tmp_path)
+    # 1 epoch, stop, resume to 2: the same weights and optimizer state, bit for bit.
+    common = sets(*STRATEGIES[name], *TWO_RANKS)
+    done = dsf("train", "--output", "runs", *common, *sets("run.name=split", "trainer.max_epochs=1"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     split = tmp_path / "runs" / "split"
-    done = dsf("train", "-c", str(split / "config.yaml"), "--resume", *sets("trainer.max_epochs=4"), cwd=tmp_path)
+    resume = ["-c", str(split / "config.yaml"), "--resume", *sets(f"trainer.max_epochs={EPOCHS}")]
+    done = dsf("train", *resume, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     record = results(split, "train")
     assert (
         record["resumed_from"].endswith("last.ckpt") and record["global_step"] == results(whole, "train")["global_step"]
     )
-    resumed, uninterrupted = (
-        load_weights(split / "checkpoints" / "last.ckpt"),
-        load_weights(whole / "checkpoints" / "last.ckpt"),
-    )
-    assert resumed.keys() == uninterrupted.keys()
-    assert all(torch.equal(resumed[key], uninterrupted[key]) for key in resumed)
+    resumed, reference = split / "checkpoints" / "last.ckpt", whole / "checkpoints" / "last.ckpt"
+    assert_same_tensors(load_weights(resumed), load_weights(reference))
+    assert_same_tensors(optimizer_state(resumed), optimizer_state(reference))
 
-    # Export the best checkpoint and test it in one process: the 2-rank numbers exactly.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_the_exported_best_checkpoint_tests_alike_in_one_process(tmp_path, trained_run, name):
+    """Export the best checkpoint of the 2-rank run and test it in one process: the 2-rank numbers exactly."""
+    whole = copy_run(reference_run(trained_run, name), tmp_path)  # export and test write into the run folder
+    tested = results(whole, "test")
     done = dsf("export", str(whole), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     exported = load_file(whole / "export" / "model.safetensors")
     best = load_weights(tested["model"])
-    assert all(torch.equal(exported[key], best[key]) for key in best)
+    assert_same_tensors(exported, best)
     done = dsf(
         "test",
         str(whole),

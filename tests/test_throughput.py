@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import results
 from pytorch_lightning.loggers import CSVLogger
+from shared_runs import default_single_process_run
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -16,6 +17,7 @@ from dsf_dist.hooks.throughput import ThroughputMonitor, batch_size, token_count
 
 SIZES = (8, 16, 4)  # MLP widths
 TOKENS_PER_SAMPLE = 5  # of 7 positions; the rest is padding
+STEP = 1  # metrics.csv's columns: epoch, step, then the metrics
 
 
 class Tokens(Dataset):
@@ -58,21 +60,28 @@ def train(tmp_path, steps: int, **settings) -> tuple[dict, int, list[dict]]:
     trainer.fit(Mlp(), DataLoader(Tokens(), batch_size=8))
     csv = tmp_path / "metrics.csv"  # written only when something was logged
     rows = csv.read_text().splitlines() if csv.exists() else ["throughput/samples_per_s"]
-    logged = [row for row in rows[1:] if row.split(",")[rows[0].split(",").index("throughput/samples_per_s")]]
+    header = rows[0].split(",")
+    logged = [row.split(",") for row in rows[1:] if row.split(",")[header.index("throughput/samples_per_s")]]
+    assert not logged or header.index("step") == STEP
     return json.loads((tmp_path / "throughput.json").read_text()), len(reads), logged
 
 
 def test_windows_flops_and_tokens_are_counted_exactly(tmp_path):
-    summary, clock_reads, logged = train(tmp_path, steps=21, window_steps=5)
-    # The first step is the FLOP count's; the 20 after it make 4 windows, each logged once.
-    assert summary["windows"] == 4 and len(logged) == 4
+    summary, clock_reads, logged = train(tmp_path, steps=26, window_steps=5)
+    # The first step is the FLOP count's; the 25 after it make 5 windows, each logged once.
+    assert summary["windows"] == 5 and len(logged) == 5
+    # Each window's row carries the 0-based index of the step that closed it, as Lightning's own rows do (its
+    # epoch-end rows sit at the epoch's last index), so metrics.csv stays in step order.
+    assert [int(row[STEP]) for row in logged] == [5, 10, 15, 20, 25]
     # The clock (and on a GPU the synchronisation) is read after the first step and at each window's end only.
-    assert clock_reads == 1 + 4
+    assert clock_reads == 1 + 5
     # torch's FLOP counter: forward 2·in·out per layer; backward twice that, but no input gradient for layer 1.
     first, second = SIZES[0] * SIZES[1], SIZES[1] * SIZES[2]
     assert summary["flops_per_sample"] == 2 * (first + second) + 2 * first + 4 * second
     assert summary["tokens_per_s"] == pytest.approx(TOKENS_PER_SAMPLE * summary["samples_per_s"])
-    assert summary["samples_per_s"] == pytest.approx(8 * 1000 / summary["step_ms"], rel=0.2)  # medians of both
+    # Each window's rate is its 8-sample steps over its step time; the median of an odd number of windows is one
+    # window's, so the two medians are of the same window and agree exactly (up to rounding).
+    assert summary["samples_per_s"] == pytest.approx(8 * 1000 / summary["step_ms"], rel=1e-9)
     assert "mfu" not in summary  # no peak known for a CPU
     assert summary["first_step_after_process_start_s"] > 0
 
@@ -99,12 +108,8 @@ def test_batch_sizes_and_token_counts_of_common_batch_shapes():
 
 
 @pytest.mark.slow
-def test_the_default_run_reports_its_throughput(tmp_path):
-    from conftest import dsf, only_run_folder
-
-    done = dsf("train", "--output", "runs", "--set", "trainer.max_epochs=4", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run_folder(tmp_path / "runs")
+def test_the_default_run_reports_its_throughput(trained_run):
+    run = default_single_process_run(trained_run)  # the README's `dsf run`, shared with tests/test_pipeline.py
     summary = results(run, "throughput")
     assert summary["world_size"] == 1 and summary["windows"] >= 1
     assert summary["samples_per_s"] > 0 and summary["flops_per_sample"] == 85760  # digits MLP 64-128-64-10

@@ -1,6 +1,6 @@
 """Checkpoints of every strategy -> one consolidated set of weights, loadable at any world size.
 
-Formats, told apart by their layout:
+Formats, told apart by their layout (vetting.checkpoint_format); every one is vetted (vetting.py) before it loads:
 - a Lightning `.ckpt` file (single process, DDP, FSDP with state_dict: full): torch.load(weights_only=True);
 - a DeepSpeed ZeRO folder (`latest` + `checkpoint/`): DeepSpeed's own zero_to_fp32 consolidation;
 - a torch.distributed.checkpoint folder (FSDP sharded, `*.distcp`): torch's dcp_to_torch_save;
@@ -9,34 +9,25 @@ Formats, told apart by their layout:
 
 from __future__ import annotations
 
-import pickle
-import re
 import tempfile
 from pathlib import Path
 
 import torch
 
+from dsf_dist.checkpoints.vetting import checkpoint_format, damaged, load_torch_file, not_a_checkpoint, vet
 from dsf_dist.errors import DsfError
 
 WEIGHTS_FILE = "model.safetensors"
 
 
-def checkpoint_format(path: Path) -> str:
-    if path.is_file():
-        return "safetensors" if path.suffix == ".safetensors" else "lightning"
-    if (path / "latest").is_file():
-        return "deepspeed"
-    if any(path.glob("*.distcp")):
-        return "distcp"
-    raise DsfError(f"{path}: not a checkpoint dsf knows (a .ckpt or .safetensors file, a DeepSpeed or FSDP folder)")
-
-
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The LightningModule's full state dict on CPU, whatever strategy wrote the checkpoint."""
+    """The LightningModule's full state dict on CPU, whatever strategy wrote the checkpoint; vetted first, so a
+    checkpoint holding anything but tensors and its format's own types is refused before a library reads it."""
     path = Path(path)
-    if not path.exists():
-        raise DsfError(f"{path}: checkpoint not found; give a path under the run's checkpoints/ or export/")
     kind = checkpoint_format(path)
+    if kind == "lightning":
+        return _state_dict(load_torch_file(path, kind), path)
+    vet(path)
     try:
         if kind == "safetensors":
             from safetensors.torch import load_file
@@ -46,60 +37,30 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
             return dict(get_fp32_state_dict_from_zero_checkpoint(str(path)))
-        if kind == "distcp":
-            return _state_dict(_load_distcp(path))
-        return _state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return _state_dict(_load_distcp(path), path)
     except DsfError:
         raise
     except (KeyboardInterrupt, SystemExit):
         raise
-    except BaseException as err:  # a truncated, foreign or poisoned file: say which, in one line
+    except BaseException as err:  # vetted, but torn where the vetting does not read (a tensor's bytes): one line
         # (torch.distributed.checkpoint's CheckpointException derives from BaseException)
-        raise unreadable(path, kind, err) from None
-
-
-def unreadable(path: Path, kind: str, err: BaseException) -> DsfError:
-    """One line for a checkpoint that cannot be loaded; torch's own messages run to a dozen lines."""
-    text = str(err)
-    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
-        found = re.search(r"GLOBAL [\w.]+", text)
-        return DsfError(
-            f"{path}: refused: the checkpoint holds Python objects besides tensors"
-            f"{f' ({found.group(0)})' if found else ''}, and loading them could run code; dsf loads checkpoints "
-            "weights-only and has no opt-out: re-save the weights (a state_dict of tensors) from code you trust"
-        )
-    first = text.strip().splitlines()[0][:200] if text.strip() else ""
-    return DsfError(
-        f"{path}: cannot read this {kind} checkpoint, it is truncated or damaged ({type(err).__name__}: {first}); "
-        "use another checkpoint of the run"
-    )
+        text = str(err).strip()
+        raise damaged(path, kind, f"{type(err).__name__}: {text.splitlines()[0] if text else ''}") from None
 
 
 def check_resumable(path: Path) -> None:
-    """Before a resume: the checkpoint is whole and holds only tensors, so fit fails here in one line rather than
-    inside Lightning. A file is opened memory-mapped (its tensors are not read); a folder's parts must exist."""
-    kind = checkpoint_format(path)
-    try:
-        if kind == "lightning":
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        elif kind == "deepspeed":
-            tag = (path / "latest").read_text().strip()
-            if not any((path / tag).glob("*model_states.pt")):
-                raise FileNotFoundError(f"{path / tag}: no *model_states.pt")
-        elif not (path / ".metadata").is_file():
-            raise FileNotFoundError(f"{path / '.metadata'} missing")
-    except Exception as err:
-        raise unreadable(path, kind, err) from None
+    """Before a resume, a conversion or any library reads `path`: every file of the checkpoint (file or folder) that
+    a loader would unpickle is vetted, and a folder's parts are there, so that a poisoned or torn checkpoint fails
+    here in one line (a CheckpointError, exit 2) rather than inside Lightning or DeepSpeed. Tensors are not read."""
+    vet(path)
 
 
 def load_lightning_file(path: str | Path) -> dict:
     """A Lightning .ckpt file's whole dict (hyper-parameters included), weights-only; bad files are one line."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as err:
-        raise unreadable(Path(path), "lightning", err) from None
+    checkpoint = load_torch_file(Path(path), "lightning")
+    if not isinstance(checkpoint, dict):
+        raise not_a_checkpoint(Path(path), f"torch.save of a {type(checkpoint).__name__}, not Lightning's dict")
+    return checkpoint
 
 
 def _load_distcp(path: Path) -> dict:
@@ -111,8 +72,10 @@ def _load_distcp(path: Path) -> dict:
         return torch.load(target, map_location="cpu", weights_only=True)
 
 
-def _state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    state = checkpoint.get("state_dict", checkpoint)
+def _state_dict(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise not_a_checkpoint(path, f"torch.save of a {type(checkpoint).__name__}, not of a state dict")
     return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 

@@ -51,14 +51,15 @@ class SavedResults:
 
 def saved_config(candidate: SavedResults, baseline: SavedResults, overrides: list[str]) -> DsfConfig:
     """The candidate run's config.yaml; for bare results folders the embedded default, with the task and
-    the metric flags read off the two test.json files. `--set` overrides apply last either way."""
+    the metric flags read off the two test.json files. `--set` overrides apply last either way. Not checked
+    against this machine: results are data, compared wherever they were copied to, without the run's code."""
     if candidate.run is not None:
-        return load_config(candidate.run / "config.yaml", overrides)
+        return load_config(candidate.run / "config.yaml", overrides, check_machine=False)
     both = set(candidate.scores) & set(baseline.scores)
     flags = [name for name, field in MetricsConfig.model_fields.items() if field.annotation is bool]
     inferred = [f"model.task={infer_task(both).name}"]
     inferred += [f"metrics.{flag}={str(flag in both).lower()}" for flag in flags]
-    return load_config(None, [*inferred, *overrides])
+    return load_config(None, [*inferred, *overrides], check_machine=False)
 
 
 def compare_saved(candidate: SavedResults, baseline: SavedResults, cfg: DsfConfig) -> dict[str, Any]:

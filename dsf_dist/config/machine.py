@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dsf_dist.config.schema import DsfConfig
 from dsf_dist.errors import ConfigError
+from dsf_dist.imports import unresolvable
 
 FP16_ONLY_ON_GPU = {16, "16", "16-mixed", "16-true", "transformer-engine", "transformer-engine-float16"}
 EXPORT_FILES = ("model.safetensors", "config.yaml")  # what `dsf export` writes
@@ -20,6 +21,7 @@ HF_CONFIG = "config.json"  # what save_pretrained writes
 
 def check_against_machine(cfg: DsfConfig) -> None:
     check_files(cfg)
+    check_import_paths(cfg)
     check_strategy(cfg)
     check_logger_packages(cfg)
 
@@ -51,6 +53,24 @@ def check_files(cfg: DsfConfig) -> None:
         )
 
 
+def check_import_paths(cfg: DsfConfig) -> None:
+    """The code the config names by 'pkg.mod:name' must be there, found without running it (dsf_dist/imports.py):
+    a config check neither imports torch through a user's module nor runs its side effects."""
+    named = {
+        "model.network": cfg.model.network,
+        "model.module": cfg.model.module,
+        "data.dataset": cfg.data.dataset,
+        "data.datamodule": cfg.data.datamodule,
+        **{f"callbacks.{i}.target": callback.target for i, callback in enumerate(cfg.callbacks)},
+    }
+    if cfg.existing_model.kind == "callable":
+        named["existing_model.target"] = cfg.existing_model.target
+    for key, path in named.items():
+        problem = unresolvable(path) if path and ":" in path else None
+        if problem:
+            raise ConfigError(f"{key}: {path}: {problem}")
+
+
 def check_strategy(cfg: DsfConfig) -> None:
     """What the strategy and trainer ask of this machine: DeepSpeed installed, fp16 only on GPUs, enough devices."""
     strategy, trainer = cfg.strategy, cfg.trainer
@@ -67,7 +87,15 @@ def check_strategy(cfg: DsfConfig) -> None:
     elif accelerator in ("gpu", "cuda"):
         import torch
 
-        _check_count(trainer.get("devices"), torch.cuda.device_count(), "GPUs")
+        available = torch.cuda.device_count()
+        # devices "auto" is left to where the ranks run (the Ray driver asks so: its head may have no GPU).
+        if available == 0 and trainer.get("devices") != "auto":
+            why = "this torch is a CPU-only build" if torch.version.cuda is None else "torch sees no CUDA device"
+            raise ConfigError(
+                f"trainer.accelerator: {accelerator!r} asked but this machine has no GPU ({why}); use "
+                "trainer.accelerator=cpu here, or run on a GPU machine (`dsf doctor` shows what it has)"
+            )
+        _check_count(trainer.get("devices"), available, "GPUs")
 
 
 def _check_count(devices: object, available: int, what: str) -> None:

@@ -47,6 +47,11 @@ class ModelConfig(Section):
     token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra)."""
     pretrained: str | None = None
     """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer)."""
+    trust_remote_code: bool = False
+    """token_classification: let a Hugging Face model folder run its own Python code (config.json's `auto_map`), as
+    transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model alike. Off: a
+    model folder is data, and dsf loads only its safetensors weights and built-in architectures; set it only for a
+    folder whose code you have read and trust."""
     input_size: int | None = Field(None, ge=1)
     """Features per sample; None takes it from the data set."""
     num_classes: int | None = Field(None, ge=2)
@@ -197,6 +202,13 @@ class ComparisonConfig(Section):
     no_significant_regression: list[str] = Field(default_factory=list)
     """Gate, metrics that must not be significantly worse: fails when the bootstrap interval of the improvement
     lies entirely below 0, and for accuracy also when McNemar's test is significant in the existing model's favour."""
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _a_fraction(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool) and 1 < value < 100:
+            raise ValueError(f"{value} reads as a percentage; give the level as a fraction, e.g. {value / 100:g}")
+        return value
 
     @field_validator("min_absolute", "min_relative")
     @classmethod

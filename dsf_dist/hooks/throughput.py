@@ -18,7 +18,7 @@ import psutil
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.throughput import get_available_flops
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 
 from dsf_dist import files
@@ -143,10 +143,11 @@ class ThroughputMonitor(pl.Callback):
                 window["mfu"] = window["tflops_per_device"] * 1e12 / self.peak
         self.windows.append(window)
         if trainer.is_global_zero:
-            # with the epoch, as Lightning's own rows have it
+            # with the epoch and the step index, as Lightning's own rows have them (global_step already counts this
+            # step; Lightning logs a step's rows at its 0-based index, so the window's row stays in step order)
             metrics = {"epoch": trainer.current_epoch, **{f"throughput/{key}": value for key, value in window.items()}}
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
         self._reset_window(now)
 
     def _summarise(self, trainer: pl.Trainer) -> dict[str, Any]:
@@ -154,7 +155,11 @@ class ThroughputMonitor(pl.Callback):
         keys = self.windows[0].keys() if self.windows else ()
         medians = {key: statistics.median(w[key] for w in self.windows) for key in keys if key != "peak_memory_mib"}
         if not self.windows:
-            rank_zero_warn(f"throughput: fewer than {self.cfg.window_steps + 1} steps, no window to report")
+            # A note, not a warning: a warning would print this file's path and line to the user.
+            rank_zero_info(
+                f"throughput: fewer than {self.cfg.window_steps + 1} steps, so no window to report "
+                f"(throughput.window_steps is {self.cfg.window_steps})"
+            )
         return {
             "world_size": trainer.world_size,
             "windows": len(self.windows),

@@ -65,7 +65,7 @@ def launch(config: str | None, overrides: Sequence[str]) -> int:
         return int(outcome.get("exit_code", entry.EXIT_FAILED))
     comparison = run.results / "comparison.json"
     if comparison.is_file():
-        from dsf_dist.reports import print_comparison
+        from dsf_dist.comparison.render import print_comparison
 
         print_comparison(files.read_json(comparison))
     print(f"run folder: {run.root}")
@@ -79,7 +79,7 @@ def resolve_config(config: str | None, overrides: Sequence[str]) -> tuple[DsfCon
     trainer.devices is not checked against this machine: the workers run elsewhere (the head may have no GPU),
     and each worker checks the devices Ray gave it."""
     cfg = load_config(config, [*overrides, "trainer.devices=auto"])
-    task_for(cfg).check_config(cfg)
+    task_for(cfg).check(cfg)
     devices, nodes = requested_devices(config, overrides)
     cfg.trainer["devices"] = devices
     workers = cfg.ray.num_workers or default_workers(devices, nodes)

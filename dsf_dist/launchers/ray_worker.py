@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dsf_dist import entry
+from dsf_dist.checkpoints import check_resumable
 from dsf_dist.config import DsfConfig, load_config
 from dsf_dist.errors import DsfError
 from dsf_dist.launchers.ray_train import CHECKPOINT_FILE, placement
@@ -69,4 +70,6 @@ def worker_main(config: Path) -> RayMain:
     cfg = load_config(config, [f"trainer.devices={devices}", f"trainer.num_nodes={nodes}"])
     reported = ray.train.get_checkpoint()
     resume_from = str(Path(reported.path) / CHECKPOINT_FILE) if reported is not None else None
+    if resume_from is not None:  # a restart: the reported checkpoint is vetted before Lightning or DeepSpeed reads it
+        check_resumable(Path(resume_from))
     return RayMain(cfg, config.parent, resume_from)

@@ -101,7 +101,9 @@ def after_checkpoint(
     env = os.environ if env is None else env
     job = job_to_requeue(env)
     if job is None:
-        return f"stopped by {saved}; continue with the same command and --resume (or -c {config} --resume)"
+        if "TORCHELASTIC_RUN_ID" in env:  # the run folder is named from the run id: the same launch finds it
+            return f"stopped by {saved}; continue with the same torchrun command (same --rdzv-id) and --resume"
+        return f"stopped by {saved}; continue with `dsf run -c {config} --resume` (or `dsf train -c {config} --resume`)"
     resubmit = f"continue with: sbatch slurm/train.sh {config}"
     if not requeue_job:
         return (

@@ -13,7 +13,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from dsf_dist import files
-from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into, load_lightning_file
+from dsf_dist.checkpoints import WEIGHTS_FILE, checkpoint_format, load_into
+from dsf_dist.checkpoints.architecture import checkpoint_hparams, exported_model
 from dsf_dist.comparison.render import write_reports
 from dsf_dist.comparison.report import build_report, scalar_report
 from dsf_dist.config import DsfConfig, load_config
@@ -62,7 +63,7 @@ class Main:
             cfg.data.path = dataset_path or cfg.data.path
             cfg.data.test_path = test_dataset_path or cfg.data.test_path
         self.task = task_for(cfg)
-        self.task.check_config(cfg)
+        self.task.check(cfg)
         self.env = resolve()
         self.cfg = cfg if run_dir else name_run(cfg, self.env)
         self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)
@@ -112,18 +113,18 @@ class Main:
             files.write_json(self.run.results / "train.json", outcome)
         return outcome["best_checkpoint"]
 
-    def execute_test(self, model_path: str | None = None) -> dict[str, Any]:
+    def execute_test(self, model_path: str | None = None, name: str = "test") -> dict[str, Any]:
         """Test a checkpoint of any strategy (default: the run's best) on the test split, under the configured
-        strategy; results on rank zero, {} elsewhere."""
+        strategy, into results/<name>.json and <name>_predictions.npz; results on rank zero, {} elsewhere."""
         model_path = model_path or self._best_checkpoint()
         model = self.define_model()
         self.cfg = with_wrap_units(self.cfg, self._wrap_units(model))
         load_into(model, model_path)
-        out = self.run.results / "test_predictions.npz"
+        out = self.run.results / f"{name}_predictions.npz"
         logged = predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
         if logged is not None:
-            return self._logged(logged, "test", {"model": str(model_path)}, type(model).__name__)
-        return self._score(out, "test", {"model": str(model_path)})
+            return self._logged(logged, name, {"model": str(model_path)}, type(model).__name__)
+        return self._score(out, name, {"model": str(model_path)})
 
     def execute_eval(self) -> dict[str, Any] | None:
         """Score the existing model on the same test samples; None when existing_model.kind is 'none'."""
@@ -183,13 +184,13 @@ class Main:
             own = self.task.pretrained_module(self.cfg)
             if own is not None:
                 return own
-            model = self.define_model(load_config(Path(spec.path) / "config.yaml").model)
+            model = self.define_model(exported_model(Path(spec.path), self.cfg.model))
             load_into(model, Path(spec.path) / WEIGHTS_FILE)
             return model
         path = spec.path if spec.kind == "checkpoint" else best_checkpoint(RunFolder(Path(spec.path)))
         model = None
         if checkpoint_format(Path(path)) == "lightning" and not self.cfg.model.module:
-            hparams = load_lightning_file(path).get("hyper_parameters")
+            hparams = checkpoint_hparams(path, self.cfg.model)
             model = self.task.module_from_hparams(hparams) if hparams else None
         model = model or self.define_model()
         load_into(model, path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dsf_dist.config.schema import DsfConfig, MetricsConfig, ModelConfig
+from dsf_dist.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,8 +40,29 @@ class Task:
     check). Files the task made for the run live there, so other ranks and later verbs read the same ones."""
 
     # -- before anything runs (torch-free) -----------------------------------------------------------------
+    def check(self, cfg: DsfConfig) -> None:
+        """Every check of a loaded config against this task: what every task asks, then its own check_config."""
+        self.check_primary_metric(cfg)
+        self.check_config(cfg)
+
     def check_config(self, cfg: DsfConfig) -> None:
         """What this task cannot run with, refused in one line when the config loads."""
+
+    def computed_metrics(self, cfg: DsfConfig) -> list[str]:
+        """The scalar metrics a run of this config reports: the task's, where their metrics.* flag is on."""
+        return [metric for metric in self.metrics if getattr(cfg.metrics, metric, True) is True]
+
+    def check_primary_metric(self, cfg: DsfConfig) -> None:
+        """comparison.primary_metric leads the summary line: it must be a metric this run computes."""
+        primary, computed = cfg.comparison.primary_metric, self.computed_metrics(cfg)
+        if not cfg.comparison.enabled or cfg.existing_model.kind == "none" or primary in computed:
+            return
+        if primary in self.metrics:
+            fix = f"set metrics.{primary}: true, or use one of {', '.join(computed) or 'the enabled metrics'}"
+        else:
+            flags = ", ".join(f"metrics.{metric}" for metric in self.metrics)
+            fix = f"use one of {', '.join(computed)}" if computed else f"enable one of {flags}"
+        raise ConfigError(f"comparison.primary_metric: '{primary}' is not computed by a {self.name} run; {fix}")
 
     def check_before_fit(self, cfg: DsfConfig) -> None:
         """What only the task's own files show (an existing model's labels, say), before the run folder exists."""

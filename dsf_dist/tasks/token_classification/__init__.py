@@ -55,11 +55,12 @@ def check_existing(cfg: DsfConfig) -> None:
             f"existing_model.path: {path} has no config.json; give a folder save_pretrained wrote "
             "(or kind: checkpoint for a dsf checkpoint)"
         )
-    output_columns(path, labels(cfg))
+    output_columns(path, labels(cfg), cfg.model.trust_remote_code)
 
 
 class TokenClassificationTask(ClassificationTask):
     name = "token_classification"
+    metrics = (*ClassificationTask.metrics, "entity_f1")
 
     def check_config(self, cfg: DsfConfig) -> None:
         if not cfg.model.pretrained:
@@ -82,7 +83,7 @@ class TokenClassificationTask(ClassificationTask):
         from dsf_dist.tasks.token_classification.model import load_tokenizer
 
         sentences, test_sentences = corpora(cfg)
-        tokenizer = load_tokenizer(cfg.model.pretrained)
+        tokenizer = load_tokenizer(cfg.model.pretrained, cfg.model.trust_remote_code)
         max_length = int(cfg.data.dataset_kwargs.get("max_length", DEFAULT_MAX_LENGTH))
         names = labels(cfg)
         max_words = max(len(s["tokens"]) for s in [*sentences, *test_sentences])
@@ -94,7 +95,7 @@ class TokenClassificationTask(ClassificationTask):
         from dsf_dist.tasks.token_classification.data import Collate
         from dsf_dist.tasks.token_classification.model import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.model.pretrained)
+        tokenizer = load_tokenizer(cfg.model.pretrained, cfg.model.trust_remote_code)
         return Collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def module(self, cfg: DsfConfig, model: ModelConfig, splits: Splits) -> pl.LightningModule:
