@@ -42,11 +42,20 @@ class ModelConfig(Section):
     """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for your LightningModule."""
-    task: Literal["classification", "regression", "token_classification"] = "classification"
+    task: Literal["classification", "regression", "token_classification", "sequence_classification"] = "classification"
     """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE;
-    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra)."""
+    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra);
+    sequence_classification: a Hugging Face model labels each text (data.path JSONL, CSV or parquet; hf extra)."""
     pretrained: str | None = None
-    """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer)."""
+    """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer);
+    sequence_classification: a local folder save_pretrained wrote (safetensors weights only)."""
+    architecture: dict[str, Any] | None = None
+    """sequence_classification without model.pretrained: a new model with random weights,
+    AutoConfig.for_model(model_type, **the rest), e.g. {model_type: bert, num_hidden_layers: 2, hidden_size: 64};
+    its WordPiece tokenizer is trained on the training split and kept in <run>/tokenizer/."""
+    new_head: bool = False
+    """sequence_classification: give model.pretrained a new head for the data's labels even when its own head was
+    fine-tuned on other label names (off: such a folder is refused, since its head would be thrown away)."""
     trust_remote_code: bool = False
     """token_classification: let a Hugging Face model folder run its own Python code (config.json's `auto_map`), as
     transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model alike. Off: a
@@ -100,6 +109,10 @@ class DataConfig(Section):
     num_workers: int = Field(0, ge=0)
     text_field: str = "text"
     """Text tasks reading .jsonl or .parquet files: the field (column) that holds each document's text."""
+    text_pair_field: str | None = None
+    """sequence_classification: a second text field (column) for pairs (e.g. question and passage); None: one text."""
+    label_field: str = "label"
+    """sequence_classification: the field (column) that holds each text's label (a name or an integer)."""
     cache_dir: str | None = None
     """Where Hugging Face datasets caches what it reads from text files; None: <run.output_root>/.cache/datasets."""
 
