@@ -67,7 +67,7 @@ class SequenceClassificationTask(ClassificationTask):
     def prepare_run(self, cfg: DsfConfig) -> None:
         """Keep a tokenizer this run trained in <run>/tokenizer/: other ranks, `dsf test` and the export read it."""
         if self._trained_tokenizer and self.run_root is not None:
-            from dsf_dist.tasks.sequence_classification.export import save_folder
+            from dsf_dist.checkpoints.pretrained import save_folder
 
             save_folder(self.run_root / RUN_TOKENIZER, self._tokenizer.save_pretrained)
 
@@ -183,7 +183,7 @@ class SequenceClassificationTask(ClassificationTask):
 
     # -- export ----------------------------------------------------------------------------------------------
     def export_pretrained(self, cfg: DsfConfig, checkpoint: str, out: Path) -> Path:
-        from dsf_dist.tasks.sequence_classification.export import export_folder
+        from dsf_dist.checkpoints.pretrained import export_pretrained_folder
 
         module = self.module(cfg, cfg.model, None)  # type: ignore[arg-type]  # the module needs no splits
-        return export_folder(module, checkpoint, self.tokenizer(cfg), out)
+        return export_pretrained_folder(module, checkpoint, self.tokenizer(cfg), out)

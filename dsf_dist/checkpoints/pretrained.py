@@ -1,7 +1,7 @@
-"""A sequence-classification checkpoint of any strategy as a Hugging Face folder (`dsf export RUN --format hf`):
+"""A Hugging Face task's checkpoint of any strategy as a Hugging Face folder (`dsf export RUN --format hf`):
 config.json (with the data's id2label / label2id), model.safetensors and the tokenizer, written by save_pretrained,
-so that AutoModelForSequenceClassification and AutoTokenizer load it with no dsf installed. The folder is written
-whole or not at all."""
+so that AutoModelFor<Task> and AutoTokenizer load it with no dsf installed. The folder is written whole or not at
+all. The task's LightningModule keeps its transformers model as `network`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsf_dist.checkpoints import load_into
+from dsf_dist.checkpoints.formats import load_into
 
 
-def export_folder(module: Any, checkpoint: str, tokenizer: Any, out: Path) -> Path:
+def export_pretrained_folder(module: Any, checkpoint: str, tokenizer: Any, out: Path) -> Path:
     """Load `checkpoint` (dsf_dist.checkpoints consolidates every strategy's format, ZeRO-3 and FSDP shards
     included) into the run's own module, and save its network and the tokenizer into `out`."""
     load_into(module, checkpoint)
