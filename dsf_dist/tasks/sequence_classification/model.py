@@ -67,14 +67,16 @@ class SequenceClassifier(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch), batch["labels"])
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        size = len(batch["labels"])  # the batch's texts are lists: Lightning cannot infer its size
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch)
         accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
-        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("val_acc", accuracy, on_epoch=True, prog_bar=True, sync_dist=True)
+        loss, size = F.cross_entropy(logits, batch["labels"]), len(batch["labels"])
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
+        self.log("val_acc", accuracy, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         # Through self(...), not self.network: under FSDP the root module's forward gathers the root's shards.
