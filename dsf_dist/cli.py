@@ -245,10 +245,12 @@ def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
     from dsf_dist.config.loader import check_strategy_devices
     from dsf_dist.launchers.registry import check_launch
+    from dsf_dist.tasks import task_for
 
     cfg = load_config(args.config, entry.overrides(args), args.output)
     check_strategy_devices(cfg)
     check_launch(cfg.trainer, cfg.strategy.name)
+    task_for(cfg).check(cfg)  # torch-free, so a task's refusal comes before torch and Lightning load
     return cfg
 
 

@@ -41,8 +41,16 @@ def write_project(root: Path) -> Path:
             "batch_size": 16,
             "dataset_kwargs": {"max_length": 32},
         },
-        "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+        "trainer": {
+            "max_epochs": 3,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
         "existing_model": {"kind": "callable", "target": TFIDF},
+        "comparison": {"bootstrap_resamples": 200},
+        "throughput": {"enabled": False},
     }
     (root / "seq.yaml").write_text(yaml.safe_dump(config))
     return root
@@ -170,6 +178,7 @@ def test_the_hf_export_loads_in_transformers_with_equal_logits_and_is_a_second_r
         "existing_model.path": str(folder),
         "trainer.max_epochs": 1,
         "trainer.limit_train_batches": 2,
+        "run.name": "second",
     }
     done = dsf(
         "run",
@@ -181,7 +190,7 @@ def test_the_hf_export_loads_in_transformers_with_equal_logits_and_is_a_second_r
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    run = next((tmp_path / "runs").iterdir())
+    run = tmp_path / "runs" / "second"
     existing = results(run, "eval")
     assert {k: v for k, v in existing.items() if k != "model"} == {
         k: v for k, v in results(copy, "test").items() if k != "model"

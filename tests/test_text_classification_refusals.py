@@ -66,10 +66,6 @@ CASES = {
         ["model.pretrained=other_labels"],
         ["model.pretrained", "other_labels", "['negative', 'neutral', 'positive']", "model.new_head: true"],
     ),
-    "an existing model with another label set": (
-        ["existing_model.kind=pretrained", "existing_model.path=other_labels"],
-        ["existing_model.path", "other_labels", "same label names"],
-    ),
     "pytorch_model.bin only": (["model.pretrained=pickled"], ["model.pretrained", "pytorch_model.bin", "safetensors"]),
     "trust_remote_code not named": (["model.pretrained=remote"], ["model.pretrained", "auto_map", "trust_remote_code"]),
     "a tokenizer the model does not match": (["model.pretrained=small_vocab"], ["small_vocab", "50 embeddings"]),
@@ -90,3 +86,13 @@ def test_bad_input_is_one_line_exit_2_and_no_run_folder(project, case):
         assert part in done.stderr, (part, done.stderr)
     # runs/.cache holds what datasets read; no run folder beside it
     assert [path.name for path in (project / "runs").glob("*")] in ([], [".cache"])
+
+
+def test_an_existing_model_with_another_label_set_is_refused(project):
+    """The same check, before the run folder (check_before_fit), without a process of its own."""
+    from dsf_dist.errors import ConfigError
+    from dsf_dist.tasks.sequence_classification.folders import existing_columns
+
+    with pytest.raises(ConfigError, match=r"existing_model.path: .*other_labels has a head for labels \['negative'"):
+        existing_columns(str(project / "other_labels"), text_data.LABELS, trust_remote_code=False)
+    assert existing_columns(str(project / "other_labels"), ["positive", "negative", "neutral"], False) == [2, 0, 1]

@@ -101,7 +101,8 @@ class SequenceClassificationTask(ClassificationTask):
         from dsf_dist.data import Splits
         from dsf_dist.tasks.sequence_classification.data import encode
 
-        tokenizer, names = self.tokenizer(cfg), self.labels(cfg)
+        names = self.labels(cfg)  # the data first: its refusals need no transformers
+        tokenizer = self.tokenizer(cfg)
         max_length = int(cfg.data.dataset_kwargs.get("max_length", DEFAULT_MAX_LENGTH))
         return Splits(*(encode(part, tokenizer, names, max_length) for part in self.parts(cfg)))
 
