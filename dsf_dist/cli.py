@@ -175,7 +175,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     hf = args.format == "hf"
     out = Path(args.out) if args.out else run.root / "export" / ("hf" if hf else "")
     _require_writable_folder(out)
-    from dsf_dist.checkpoints import export  # torch: only once the arguments are known good
+    if hf:
+        target = _export_hf(run, source, out)
+    else:
+        from dsf_dist.checkpoints import export  # torch: only once the arguments are known good
 
     try:
         target = _export_hf(run, source, out) if hf else export(source, out, run.config.read_text())
@@ -246,10 +249,12 @@ def _new_config(args: argparse.Namespace):
     from dsf_dist.config import load_config
     from dsf_dist.config.loader import check_strategy_devices
     from dsf_dist.launchers.registry import check_launch
+    from dsf_dist.tasks import task_for
 
     cfg = load_config(args.config, entry.overrides(args), args.output)
     check_strategy_devices(cfg)
     check_launch(cfg.trainer, cfg.strategy.name)
+    task_for(cfg).check(cfg)  # torch-free, so a task's refusal comes before torch and Lightning load
     return cfg
 
 

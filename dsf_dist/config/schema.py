@@ -42,17 +42,22 @@ class ModelConfig(Section):
     """Import path of your own LightningModule; replaces the built-in PlModel (network/loss are then yours)."""
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for your LightningModule."""
-    task: Literal["classification", "regression", "token_classification", "causal_lm"] = "classification"
+    task: Literal["classification", "regression", "token_classification", "sequence_classification", "causal_lm"] = (
+        "classification"
+    )
     """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE;
     token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra);
+    sequence_classification: a Hugging Face model labels each text (data.path JSONL, CSV or parquet; hf extra);
     causal_lm: a Hugging Face causal language model learns the next token of text files (needs the hf extra)."""
     pretrained: str | None = None
     """token_classification: a Hugging Face model name or local folder for from_pretrained (model and tokenizer);
-    causal_lm: a local folder save_pretrained wrote (safetensors weights only), to fine-tune."""
+    sequence_classification, causal_lm: a local folder save_pretrained wrote (safetensors weights only)."""
     architecture: dict[str, Any] | None = None
-    """causal_lm pre-training: a new model with random weights, AutoConfig.for_model(model_type, **the rest), e.g.
-    {model_type: gpt2, n_layer: 4, n_embd: 256, n_head: 4, n_positions: 256, vocab_size: 4096}. vocab_size is also
-    the size of the tokenizer built for it (default: the built tokenizer's size). Set this or model.pretrained."""
+    """sequence_classification, causal_lm without model.pretrained: a new model with random weights,
+    AutoConfig.for_model(model_type, **the rest), e.g. {model_type: gpt2, n_layer: 4, n_embd: 256, n_head: 4,
+    n_positions: 256, vocab_size: 4096} or {model_type: bert, num_hidden_layers: 2, hidden_size: 64}. Its tokenizer
+    is trained on the training split and kept in <run>/tokenizer/ (causal_lm: a byte-level BPE whose size is
+    vocab_size; sequence_classification: WordPiece)."""
     tokenizer: str | None = None
     """causal_lm: a local tokenizer folder (AutoTokenizer.from_pretrained). None: model.pretrained's own, or for
     pre-training a byte-level BPE trained on the training split and written to <run>/tokenizer/."""
@@ -60,6 +65,9 @@ class ModelConfig(Section):
     """Recompute each FSDP wrap unit's activations (a transformer's blocks, from its _no_split_modules) in backward
     instead of storing them: under fsdp they become strategy.fsdp.activation_checkpointing unless that names some;
     under ddp and deepspeed a Hugging Face model uses its own gradient checkpointing."""
+    new_head: bool = False
+    """sequence_classification: give model.pretrained a new head for the data's labels even when its own head was
+    fine-tuned on other label names (off: such a folder is refused, since its head would be thrown away)."""
     trust_remote_code: bool = False
     """token_classification, causal_lm: let a Hugging Face model folder run its own Python code (config.json's
     `auto_map`), as transformers' trust_remote_code=True does, for model.pretrained and a pretrained existing model
@@ -116,6 +124,10 @@ class DataConfig(Section):
     block_size: int | None = Field(None, ge=2)
     """causal_lm: tokens per training and test block (documents are packed end to end, each block starting with
     the tokenizer's BOS token); None: the model's context length, at most 1024. At most the context length."""
+    text_pair_field: str | None = None
+    """sequence_classification: a second text field (column) for pairs (e.g. question and passage); None: one text."""
+    label_field: str = "label"
+    """sequence_classification: the field (column) that holds each text's label (a name or an integer)."""
     cache_dir: str | None = None
     """Where Hugging Face datasets caches what it reads from text files; None: <run.output_root>/.cache/datasets."""
 

@@ -1,6 +1,6 @@
-"""Text from local files, for every text task: `.txt`, `.jsonl` (`.json`) and `.parquet` through Hugging Face
-`datasets` (`load_dataset("text" / "json" / "parquet", data_files=...)`), in, a `datasets.Dataset` with the named
-columns, out. Nothing is downloaded, and nothing here knows a task.
+"""Text from local files, for every text task: `.txt`, `.jsonl` (`.json`), `.csv` and `.parquet` through Hugging Face
+`datasets` (`load_dataset("text" / "json" / "csv" / "parquet", data_files=...)`), in, a `datasets.Dataset` with the
+named columns, out. Nothing is downloaded, and nothing here knows a task.
 
 Bad files are refused in one line naming the file (and the line, where there is one) and the fix: a missing or
 empty file, a line that is not JSON, a field or column that is missing, null or not text. The cache `datasets`
@@ -23,7 +23,7 @@ from dsf_dist.errors import ConfigError
 if TYPE_CHECKING:
     import datasets
 
-BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 STRING_TYPES = ("string", "large_string")
 
 
@@ -91,7 +91,7 @@ def _builder(path: Path, key: str) -> str:
         raise ConfigError(f"{key}: {path} is not a file; give a .txt, .jsonl or .parquet file")
     builder = BUILDERS.get(path.suffix.lower())
     if builder is None:
-        raise ConfigError(f"{key}: {path} is not a .txt, .jsonl or .parquet file; convert it to one of those")
+        raise ConfigError(f"{key}: {path} is not a .txt, .jsonl, .csv or .parquet file; convert it to one of those")
     if path.stat().st_size == 0 or (builder != "parquet" and not _has_text(path)):
         raise ConfigError(f"{key}: {path} is empty; give a file with at least one document")
     return builder
@@ -131,7 +131,7 @@ def _unreadable(builder: str, path: Path, cause: BaseException) -> ConfigError:
         if line is not None:
             return ConfigError(f"{path}:{line}: not a JSON object ({reason}); write one JSON object per line")
     first = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else type(cause).__name__
-    kind = {"json": "JSON Lines", "parquet": "Parquet", "text": "UTF-8 text"}[builder]
+    kind = {"json": "JSON Lines", "parquet": "Parquet", "text": "UTF-8 text", "csv": "CSV"}[builder]
     return ConfigError(f"{path}: not a readable {kind} file ({first}); fix or replace the file")
 
 

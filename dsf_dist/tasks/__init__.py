@@ -41,11 +41,18 @@ def _causal_lm() -> Task:
     return CausalLMTask()
 
 
+def _sequence_classification() -> Task:
+    from dsf_dist.tasks.sequence_classification import SequenceClassificationTask
+
+    return SequenceClassificationTask()
+
+
 TASKS: dict[str, Callable[[], Task]] = {
     "classification": _classification,
     "regression": _regression,
     "token_classification": _token_classification,
     "causal_lm": _causal_lm,
+    "sequence_classification": _sequence_classification,
 }
 """Every task by its `model.task` name; config/schema.py's ModelConfig.task lists the same names (a test checks)."""
 

@@ -152,3 +152,13 @@ class TokenClassificationTask(ClassificationTask):
         super().add_to_report(report, cfg, test_results, trained, existing)
         if test_results.get("labels"):
             token_report(report, trained, existing, test_results["labels"], cfg.comparison)
+
+    def export_pretrained(self, cfg: DsfConfig, checkpoint: str, out: Path) -> Path:
+        """`dsf export RUN --format hf`: AutoModelForTokenClassification's folder, with id2label / label2id of the
+        data's tags and model.pretrained's tokenizer."""
+        from dsf_dist.checkpoints.pretrained import export_pretrained_folder
+        from dsf_dist.tasks.token_classification.model import load_tokenizer
+
+        module = self.module(cfg, cfg.model, None)  # type: ignore[arg-type]  # the module needs no splits
+        tokenizer = load_tokenizer(cfg.model.pretrained, cfg.model.trust_remote_code)
+        return export_pretrained_folder(module, checkpoint, tokenizer, out)
