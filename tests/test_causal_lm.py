@@ -67,7 +67,7 @@ def test_jsonl_txt_and_parquet_become_datasets_with_the_named_columns(tmp_path):
         ("nowhere.jsonl", '{"title": "x"}\n', r"no row has a 'body' field \(fields: title\); set data.text_field"),
         ("bad.jsonl", '{"body": "a"}\n{"body": "b"\n', r"bad.jsonl:2: not a JSON object .*one JSON object per line"),
         ("number.jsonl", '{"body": 3}\n', r"'body' holds int64, not text; set data.text_field to a text field"),
-        ("notes.csv", "body\nx\n", r"is not a .txt, .jsonl or .parquet file"),
+        ("notes.xlsx", "body\nx\n", r"is not a .txt, .jsonl, .csv or .parquet file"),
     ],
 )
 def test_bad_text_files_are_refused_in_one_line_naming_file_and_fix(tmp_path, name, content, expected):
