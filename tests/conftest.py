@@ -127,7 +127,7 @@ class TrainedRuns:
         assert not changed, f"a test wrote into a shared run (use copy_run): {changed}"
 
 
-GROUPS_LONGEST_FIRST = ["test_ray", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
+GROUPS_LONGEST_FIRST = ["test_ray", "test_causal_lm_runs", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
