@@ -79,7 +79,7 @@ class CausalLMTask(Task):
         """Keep a tokenizer this run trained in <run>/tokenizer/: the other ranks, `dsf test`, `dsf eval` and the
         Hugging Face export read it from there."""
         if self._trained_tokenizer and self.run_root is not None:
-            from dsf_dist.tasks.causal_lm.export import save_folder
+            from dsf_dist.checkpoints.pretrained import save_folder
 
             save_folder(self.run_root / RUN_TOKENIZER, self._tokenizer.save_pretrained)
 

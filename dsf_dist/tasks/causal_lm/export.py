@@ -4,12 +4,10 @@ AutoTokenizer.from_pretrained load it with no dsf installed. Folders are written
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsf_dist.checkpoints.pretrained import save_folder
 from dsf_dist.errors import DsfError
 from dsf_dist.tasks.causal_lm import hf
 
@@ -46,22 +44,3 @@ def tied_keys(network: Any) -> set[str]:
     consolidated checkpoints, and restored by tie_weights."""
     tied = getattr(network, "_tied_weights_keys", None) or {}
     return set(tied) if not isinstance(tied, dict) else set(tied.keys())
-
-
-def save_folder(target: Path, write: Callable[[Path], Any]) -> None:
-    """`write` fills a staging folder beside `target`, which then replaces `target` in two renames."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    staging.chmod(0o755)  # mkdtemp makes 0700; the folder is for others to read
-    try:
-        write(staging)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
