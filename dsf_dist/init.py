@@ -28,8 +28,6 @@ TEMPLATES = Path(__file__).with_name("templates")
 COMMON = "common"
 PREPARE = "prepare.py"
 PREPARE_TIMEOUT_S = 600
-# Tasks whose templates come with the task itself; each moves to a folder of TEMPLATES when its task lands.
-COMING = {"sequence_classification": "issue 18", "causal_lm": "issue 17"}
 
 
 class ProjectFolderError(DsfError):
@@ -55,11 +53,6 @@ def check_task(name: str) -> None:
     if name in available:
         return
     choices = f"choose one of {', '.join(available)}"
-    if name in COMING:
-        raise ProjectFolderError(
-            f"--task {name}: its template comes with the {name} task ({COMING[name]}), which this dsf-dist does not "
-            f"have yet; {choices}"
-        )
     raise ProjectFolderError(f"--task: unknown task '{name}'; {choices}")
 
 

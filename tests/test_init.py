@@ -145,6 +145,30 @@ def test_the_token_classification_project_runs_a_couple_of_steps(tmp_path):
     assert 0 <= existing["entity_f1"] <= 1 and 0 <= test["entity_f1"] <= 1
 
 
+def test_the_text_classification_project_runs_a_couple_of_steps(tmp_path):
+    project = init_project(tmp_path, "--task", "sequence_classification")
+    rows = [json.loads(line) for line in (project / "data" / "test.jsonl").read_text().splitlines()]
+    train_labels = {json.loads(line)["label"] for line in (project / "data" / "train.jsonl").read_text().splitlines()}
+    assert {row["label"] for row in rows} <= train_labels and len(train_labels) >= 3
+    done = run(DSF, "run", "-c", "config.yaml", *COUPLE_OF_STEPS, cwd=project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    test, existing, comparison = assert_complete_results(only_run_folder(project / "runs"))
+    assert test["num_samples"] == len(rows) and sorted(test["labels"]) == sorted(train_labels)
+    assert existing["accuracy"] > 1 / len(train_labels)  # TF-IDF fit on the project's own training texts
+    assert {"accuracy", "f1"} <= set(comparison["comparison"])
+
+
+def test_the_causal_lm_project_runs_a_couple_of_steps(tmp_path):
+    project = init_project(tmp_path, "--task", "causal_lm")
+    test_documents = (project / "data" / "test.jsonl").read_text().splitlines()
+    assert test_documents and (project / "data" / "train.jsonl").is_file()
+    done = run(DSF, "run", "-c", "config.yaml", *COUPLE_OF_STEPS, cwd=project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    test, existing, comparison = assert_complete_results(only_run_folder(project / "runs"))
+    assert {"perplexity", "token_loss", "next_token_accuracy"} <= set(comparison["comparison"])
+    assert existing["perplexity"] < test["perplexity"]  # two steps of a new GPT-2 against a trigram model
+
+
 def test_every_project_config_holds_every_section_and_loads(tmp_path):
     for task in dsf_init.available_tasks():
         project = tmp_path / task
@@ -178,8 +202,6 @@ def snapshot(folder: Path) -> list[str]:
         (["taken"], "taken: exists and is not empty; choose a new or empty folder"),
         (["afile"], "afile: exists and is not a folder"),
         (["new", "--task", "vision"], "--task: unknown task 'vision'; choose one of classification, regression, token"),
-        (["new", "--task", "sequence_classification"], "comes with the sequence_classification task (issue 18)"),
-        (["new", "--task", "causal_lm"], "comes with the causal_lm task (issue 17)"),
     ],
 )
 def test_a_refusal_is_one_line_and_writes_nothing(tmp_path, args, expected):
