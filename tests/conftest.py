@@ -63,7 +63,7 @@ def sets(*items: str) -> list[str]:
 
 
 def only_run_folder(output: Path) -> Path:
-    runs = [path for path in output.iterdir() if path.is_dir()]
+    runs = [path for path in output.iterdir() if path.is_dir() and not path.name.startswith(".")]  # .cache: datasets
     assert len(runs) == 1, f"expected one run folder, found {runs}"
     return runs[0]
 

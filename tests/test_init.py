@@ -201,7 +201,10 @@ def snapshot(folder: Path) -> list[str]:
     [
         (["taken"], "taken: exists and is not empty; choose a new or empty folder"),
         (["afile"], "afile: exists and is not a folder"),
-        (["new", "--task", "vision"], "--task: unknown task 'vision'; choose one of classification, regression, token"),
+        (
+            ["new", "--task", "vision"],
+            "--task: unknown task 'vision'; choose one of causal_lm, classification, regression",
+        ),
     ],
 )
 def test_a_refusal_is_one_line_and_writes_nothing(tmp_path, args, expected):
