@@ -58,7 +58,7 @@ def run_task(run: Path):
 def weights(run: Path) -> dict[str, torch.Tensor]:
     from dsf_dist.checkpoints import load_weights
 
-    return load_weights(results(run, "train")["best_checkpoint"])
+    return load_weights(run / results(run, "train")["best_checkpoint"])  # relative to the run folder
 
 
 def odd_block_size(run: Path) -> int:
@@ -180,7 +180,7 @@ def test_hf_export_loads_in_transformers_with_the_checkpoints_logits(pretrained,
     tokenizer = AutoTokenizer.from_pretrained(folder)
     cfg, task, splits = run_task(run)
     module = task.module(cfg, cfg.model, splits)
-    load_into(module, results(run, "train")["best_checkpoint"])
+    load_into(module, run / results(run, "train")["best_checkpoint"])
     batch = tokenizer(
         ["def f(x):\n    return x", "The try statement specifies handlers"], return_tensors="pt", padding=True
     )
