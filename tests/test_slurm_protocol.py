@@ -197,6 +197,8 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_step_and_resume_continues(t
         f"trainer.max_epochs={EPOCHS}",
         "--set",
         "trainer.enable_progress_bar=false",
+        "--set",  # the ranks agree on a stop at every step, so it lands at the next boundary whatever the load
+        "run.stop_check_s=0",
         "--set",  # holds only in the first attempt, which the environment below arms
         "callbacks=[{target: 'hold_points:HoldAt'}]",
     ]
