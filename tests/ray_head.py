@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 # Client-side settings too: every `ray` CLI call and driver talks to the head with them.
@@ -190,3 +191,23 @@ if __name__ == "__main__":
         pass
     finally:
         head.stop()
+
+
+@contextlib.contextmanager
+def running_head() -> Iterator[RayHead]:
+    """A started loopback Ray head for a fixture; the test fails, naming what is missing, when it cannot start."""
+    import pytest
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.fail("the Ray tests need ray[default,train]: pip install 'dsf-dist[ray]' (make setup does)")
+    loopback = RayHead()
+    try:
+        loopback.start()
+    except HeadError as err:
+        pytest.fail(f"the loopback Ray head did not start: {err}")
+    try:
+        yield loopback
+    finally:
+        loopback.stop()

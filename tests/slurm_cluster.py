@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGES = {"munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client"}
@@ -283,3 +285,21 @@ if __name__ == "__main__":
         pass
     finally:
         cluster.stop()
+
+
+@contextmanager
+def running_cluster(nodes: int) -> Iterator[LoopbackCluster]:
+    """A started loopback cluster for a fixture; the test fails, naming what is missing, when it cannot start."""
+    import pytest
+
+    if missing_packages():
+        pytest.fail(f"SLURM tests need Debian's packages {', '.join(missing_packages())}: apt-get install them")
+    loopback = LoopbackCluster(nodes=nodes)
+    try:
+        loopback.start()
+    except ClusterError as err:
+        pytest.fail(f"loopback SLURM cluster did not start: {err}")
+    try:
+        yield loopback
+    finally:
+        loopback.stop()

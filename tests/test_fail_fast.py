@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sets
 from ranks import children, in_group
-from slurm_cluster import ClusterError, LoopbackCluster, free_port, missing_packages
+from slurm_cluster import free_port, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -131,15 +131,8 @@ def test_torchrun_two_nodes_a_rank_that_raises_ends_the_job(tmp_path):
 # -- srun on the loopback SLURM cluster ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
-    if missing_packages():
-        pytest.fail(f"SLURM tests need Debian's packages {', '.join(missing_packages())}: apt-get install them")
-    loopback = LoopbackCluster(nodes=1)
-    try:
-        loopback.start()
-    except ClusterError as err:
-        pytest.fail(f"loopback SLURM cluster did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_cluster(nodes=1) as loopback:
+        yield loopback
 
 
 @pytest.mark.slurm
@@ -160,15 +153,10 @@ def test_srun_a_rank_that_raises_ends_the_job(cluster, tmp_path):
 # -- Ray Train on a loopback head ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def head():
-    from ray_head import HeadError, RayHead
+    from ray_head import running_head
 
-    loopback = RayHead()
-    try:
-        loopback.start()
-    except HeadError as err:
-        pytest.fail(f"the loopback Ray head did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_head() as loopback:
+        yield loopback
 
 
 @pytest.mark.ray

@@ -17,8 +17,8 @@ import pytest
 import torch
 from conftest import REPO, copy_run, dsf, fingerprint, sets
 from payloads import WEIGHT_KEYS, Payload, plant_in_torch_file, strategy_run, truncate
-from ray_head import HeadError, RayHead
-from slurm_cluster import ClusterError, LoopbackCluster, missing_packages
+from ray_head import running_head
+from slurm_cluster import running_cluster
 
 from dsf_dist.checkpoints import DamagedCheckpoint, UnsafeCheckpoint, check_resumable, export, load_weights
 from dsf_dist.config import load_config
@@ -116,15 +116,8 @@ def test_the_cli_refuses_poison_in_one_line_without_a_traceback(trained_run, tmp
 # -- SLURM: a real loopback cluster (tests/slurm_cluster.py) --------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
-    if missing_packages():
-        pytest.fail(f"SLURM tests need Debian's packages {', '.join(missing_packages())}: apt-get install them")
-    loopback = LoopbackCluster(nodes=1)
-    try:
-        loopback.start()
-    except ClusterError as err:
-        pytest.fail(f"loopback SLURM cluster did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_cluster(nodes=1) as loopback:
+        yield loopback
 
 
 def job_env() -> dict[str, str]:
@@ -223,17 +216,8 @@ def test_hostile_names_and_paths_at_the_ray_entry_point(tmp_path):
 
 @pytest.fixture(scope="module")
 def head():
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pytest.fail("the Ray tests need ray[default,train]: pip install 'dsf-dist[ray]' (make setup does)")
-    loopback = RayHead()
-    try:
-        loopback.start()
-    except HeadError as err:
-        pytest.fail(f"the loopback Ray head did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_head() as loopback:
+        yield loopback
 
 
 @pytest.mark.ray

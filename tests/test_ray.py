@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, results
-from ray_head import HeadError, RayHead
+from ray_head import RayHead, running_head
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -29,17 +29,8 @@ JOB_TIMEOUT = 420
 
 @pytest.fixture(scope="session")
 def head():
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pytest.fail("the Ray tests need ray[default,train]: pip install 'dsf-dist[ray]' (make setup does)")
-    loopback = RayHead()
-    try:
-        loopback.start()
-    except HeadError as err:
-        pytest.fail(f"the loopback Ray head did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_head() as loopback:
+        yield loopback
 
 
 def submit(head: RayHead, job: str, storage: Path, *args: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, results
 from hold_points import hold_env, read_marker
-from slurm_cluster import ClusterError, LoopbackCluster, free_port, missing_packages
+from slurm_cluster import free_port, running_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -30,15 +30,8 @@ STEPS_PER_EPOCH_AT_2_RANKS = 10  # 1,257 training samples / 2 ranks / batch 64
 
 @pytest.fixture(scope="session")
 def cluster():
-    if missing_packages():
-        pytest.fail(f"SLURM tests need Debian's packages {', '.join(missing_packages())}: apt-get install them")
-    loopback = LoopbackCluster(nodes=2)
-    try:
-        loopback.start()
-    except ClusterError as err:
-        pytest.fail(f"loopback SLURM cluster did not start: {err}")
-    yield loopback
-    loopback.stop()
+    with running_cluster(nodes=2) as loopback:
+        yield loopback
 
 
 def job_env(**extra: str) -> dict[str, str]:
