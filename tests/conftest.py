@@ -94,29 +94,43 @@ class TrainedRuns:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def __call__(self, name: str, *args: str, verb: str = "run", timeout: float = 600, named: bool = True) -> Path:
-        key = [verb, name, *args, f"named={named}"]
+    def __call__(
+        self, name: str, *args: str, verb: str = "run", timeout: float = 600, named: bool = True, exit_code: int = 0
+    ) -> Path:
+        """The run folder; `exit_code` is the status the command must end with (75: a run stopped on purpose)."""
+        key = [verb, name, *args, f"named={named}", f"exit={exit_code}"]
         record_path = self.root / f".{name}.json"
         with FileLock(self.root / f".{name}.lock"):
             if not record_path.exists():
-                record_path.write_text(json.dumps(self._train(key, name, args, verb, timeout, named)))
+                record = self._train(key, name, args, verb, timeout, named, exit_code)
+                record_path.write_text(json.dumps(record))
         record = json.loads(record_path.read_text())
         assert record["key"] == key, f"two shared runs named {name}: {record['key']} and {key}"
         assert "error" not in record, f"shared run {name} failed:\n{record.get('error')}"
         return Path(record["run"])
 
-    def _train(self, key: list[str], name: str, args: tuple[str, ...], verb: str, timeout: float, named: bool) -> dict:
+    def _train(
+        self, key: list[str], name: str, args: tuple[str, ...], verb: str, timeout: float, named: bool, exit_code: int
+    ) -> dict:
         output = self.root if named else self.root / name
         command = [verb, "--output", str(output), *(sets(f"run.name={name}") if named else []), *args]
         done = dsf(*command, cwd=self.root, timeout=timeout)
-        if done.returncode != 0:
-            return {"key": key, "error": done.stderr[-3000:]}
+        if done.returncode != exit_code:
+            return {"key": key, "error": f"exit {done.returncode}, not {exit_code}:\n{done.stderr[-3000:]}"}
         run = self.root / name if named else only_run_folder(output)
-        return {"key": key, "run": str(run), "stdout": done.stdout, "fingerprint": fingerprint(run)}
+        printed = {"stdout": done.stdout, "stderr": done.stderr[-20000:]}
+        return {"key": key, "run": str(run), **printed, "fingerprint": fingerprint(run)}
 
     def stdout(self, run: Path) -> str:
         """What the `dsf` command that trained `run` printed."""
-        return next(record["stdout"] for record in self.records() if record["run"] == str(run))
+        return self._record(run)["stdout"]
+
+    def stderr(self, run: Path) -> str:
+        """The end of what that command wrote to stderr (its last 20,000 characters)."""
+        return self._record(run)["stderr"]
+
+    def _record(self, run: Path) -> dict:
+        return next(record for record in self.records() if record["run"] == str(run))
 
     def records(self) -> list[dict]:
         found = [json.loads(path.read_text()) for path in self.root.glob(".*.json")]

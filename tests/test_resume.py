@@ -9,9 +9,9 @@
   sample of the interrupted epoch is seen exactly once, the global step and the learning-rate schedule go on.
 
 Every strategy has one uninterrupted reference run, the session's shared one (tests/shared_runs.py, also read by
-test_strategies and test_chaos), and one run stopped mid-epoch, trained once (`stopped`); every resume works on a
-copy. Stops come at seeded random steps (DSF_RESUME_SEED,
-default 16), printed, so a failure can be replayed.
+test_strategies and test_chaos), and one run stopped mid-epoch, also a shared run (`stopped`), so that the tests
+here spread over the xdist workers; every resume works on a copy. Stops come at seeded random steps
+(DSF_RESUME_SEED, default 16; each test draws from its own generator), printed, so a failure can be replayed.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ SCHEDULE = (  # lr halves every epoch: a schedule that must continue across a re
 )
 SHARED = {"ddp": "ddp", "fsdp": "fsdp", "deepspeed": "deepspeed3"}  # ZeRO-3
 STRATEGIES = {name: tuple(SHARED_STRATEGIES[shared]) for name, shared in SHARED.items()}
-RNG = random.Random(SEED)
-FIRST_STOP = {name: RNG.randint(1, 7) for name in STRATEGIES}  # SIGUSR1 after this step: stops after the next one
+
+
+def draws(test: str) -> random.Random:
+    """The test's own seeded generator: its steps do not depend on which tests a worker ran before it."""
+    return random.Random(f"{SEED}:{test}")
+
+
+FIRST_STOP = {name: draws(name).randint(1, 7) for name in STRATEGIES}  # SIGUSR1 after this step: stops after the next
 
 
 def callbacks(*specs: str) -> str:
@@ -87,31 +93,28 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@pytest.fixture(scope="session")
-def reference(trained_run):
-    return lambda name: reference_run(trained_run, SHARED[name])
+def reference(trained_run, name: str) -> Path:
+    return reference_run(trained_run, SHARED[name])
 
 
-@pytest.fixture(scope="session")
-def stopped(tmp_path_factory):
-    """Per strategy, one run stopped by SIGUSR1 mid-way through its first epoch, trained once; with the samples
-    each rank saw before the stop. Resumes work on copies."""
-    made: dict[str, Path] = {}
+def seen_before_stop(run: Path) -> Path:
+    """Where a stopped shared run's callback recorded the samples each rank saw before the stop."""
+    return run.parent / f"{run.name}.seen"
 
-    def make(name: str) -> Path:
-        if name not in made:
-            root = tmp_path_factory.mktemp(f"stopped-{name}")
-            step = FIRST_STOP[name]
-            print(f"[resume seed {SEED}] {name}: SIGUSR1 after step {step}")
-            args = [*BASE, *STRATEGIES[name], f"run.name=cut-{name}"]
-            args.append(callbacks(stop_at(step, "SIGUSR1"), record_samples(root / "seen")))
-            done = dsf("train", "--output", str(root), *sets(*args), cwd=root, timeout=300)
-            assert done.returncode == 75, done.stderr[-3000:]  # stopped, checkpoint saved (EX_TEMPFAIL)
-            assert f"stopped by SIGUSR1 at step {step + 1}" in done.stderr, done.stderr[-3000:]
-            made[name] = root / f"cut-{name}"
-        return made[name]
 
-    return make
+def stopped(trained_run, name: str) -> Path:
+    """The strategy's run stopped by SIGUSR1 mid-way through its first epoch: a shared run, trained once per session
+    (exit 75: stopped, checkpoint saved), with the samples each rank saw before the stop. Resumes work on copies."""
+    step = FIRST_STOP[name]
+    print(f"[resume seed {SEED}] {name}: SIGUSR1 after step {step}")
+    args = [
+        *BASE,
+        *STRATEGIES[name],
+        callbacks(stop_at(step, "SIGUSR1"), record_samples(seen_before_stop(trained_run.root / f"cut-{name}"))),
+    ]
+    run = trained_run(f"cut-{name}", *sets(*args), verb="train", timeout=300, exit_code=75)
+    assert f"stopped by SIGUSR1 at step {step + 1}" in trained_run.stderr(run), trained_run.stderr(run)[-3000:]
+    return run
 
 
 def moved(run: Path, into: Path) -> Path:
@@ -120,25 +123,26 @@ def moved(run: Path, into: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["fsdp", "deepspeed"])
-def test_a_mid_epoch_stop_resumes_bit_identical(reference, stopped, tmp_path, name):
-    run = copy_run(stopped(name), tmp_path)
+def test_a_mid_epoch_stop_resumes_bit_identical(trained_run, tmp_path, name):
+    run = copy_run(stopped(trained_run, name), tmp_path)
     done = resume(run, "callbacks=[]")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "not resumable" not in done.stderr and "reshuffled" not in done.stderr
     record = results(run, "train")
     assert record["resumed_from"] == "checkpoints/last.ckpt"
     assert record["global_step"] == EPOCHS * STEPS_PER_EPOCH
-    assert same_weights(run, reference(name))
+    assert same_weights(run, reference(trained_run, name))
 
 
-def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(reference, stopped, tmp_path):
+def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(trained_run, tmp_path):
     """SIGUSR1 (rank 0), SIGKILL (every rank at once, between step checkpoints), SIGTERM (rank 1 only); the run
     folder moves to another place before each resume, and the last two resumes run from moved folders."""
     first = FIRST_STOP["ddp"] + 1
-    kill = RNG.randint(first + 1, 13)
-    term = RNG.randint(kill + 1, 17)
+    rng = draws("three stops")
+    kill = rng.randint(first + 1, 13)
+    term = rng.randint(kill + 1, 17)
     print(f"[resume seed {SEED}] ddp: SIGUSR1 after step {first - 1}, SIGKILL after {kill}, SIGTERM after {term}")
-    run = copy_run(stopped("ddp"), tmp_path / "a")
+    run = copy_run(stopped(trained_run, "ddp"), tmp_path / "a")
 
     # In its own process group (StopAt kills the whole group), like every job a launcher starts.
     killed = start(
@@ -157,7 +161,7 @@ def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(reference, s
     run = moved(run, tmp_path / "c")
     done = resume(run, "callbacks=[]")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert same_weights(run, reference("ddp"))
+    assert same_weights(run, reference(trained_run, "ddp"))
     record = results(run, "train")
     assert record["resumed_from"] == "checkpoints/last.ckpt"
     assert record["best_checkpoint"].startswith("checkpoints/") and record["global_step"] == EPOCHS * STEPS_PER_EPOCH
@@ -183,10 +187,10 @@ def epoch_samples(records: list[dict], epoch: int, before_step: int | None = Non
     )
 
 
-def check_carried_over(stopped_run: Path, resumed: Path, seen_after: Path, stop_step: int, steps_after: int):
+def check_carried_over(seen_before: Path, resumed: Path, seen_after: Path, stop_step: int, steps_after: int):
     """The interrupted epoch saw every training sample exactly once across the two world sizes; the next epoch too;
     the resumed run began at the stopped step and ran the steps its world size needs."""
-    before, after = seen(stopped_run.parent / "seen"), seen(seen_after)
+    before, after = seen(seen_before), seen(seen_after)
     expected = training_digests(resumed)
     assert epoch_samples(before, 0, stop_step) + epoch_samples(after, 0) == expected
     assert epoch_samples(after, 1) == expected
@@ -195,15 +199,15 @@ def check_carried_over(stopped_run: Path, resumed: Path, seen_after: Path, stop_
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_two_ranks_continue_on_one(stopped, tmp_path, name):
-    source = stopped(name)
+def test_two_ranks_continue_on_one(trained_run, tmp_path, name):
+    source = stopped(trained_run, name)
     run = copy_run(source, tmp_path)
     step = FIRST_STOP[name] + 1
     done = resume(run, "trainer.devices=1", callbacks(record_samples(tmp_path / "seen")), timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed a checkpoint of 2 rank(s) on 1" in done.stderr
     left = ceil_div(1258 - step * 128, 64)  # the rest of the epoch in batches of one rank, then a whole epoch
-    check_carried_over(source, run, tmp_path / "seen", step, left + 2 * STEPS_PER_EPOCH)
+    check_carried_over(seen_before_stop(source), run, tmp_path / "seen", step, left + 2 * STEPS_PER_EPOCH)
     if name == "deepspeed":  # the universal checkpoint DeepSpeed resumed from holds the stopped run's weights
         weights = load_weights(source / "checkpoints" / "last.ckpt")
         universal = run / "checkpoints" / ".last.ckpt.universal" / "checkpoint" / "zero"
@@ -215,7 +219,7 @@ def test_two_ranks_continue_on_one(stopped, tmp_path, name):
 
 
 def test_one_rank_continues_on_two(tmp_path):
-    step = RNG.randint(3, 15)
+    step = draws("one to two").randint(3, 15)
     print(f"[resume seed {SEED}] ddp on 1 rank: SIGUSR1 after step {step}")
     args = [*BASE, *QUICK, *SCHEDULE, *STRATEGIES["ddp"], "trainer.devices=1", "run.name=one"]
     args.append(callbacks(stop_at(step, "SIGUSR1"), record_samples(tmp_path / "seen")))
@@ -226,7 +230,7 @@ def test_one_rank_continues_on_two(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed a checkpoint of 1 rank(s) on 2" in done.stderr
     left = ceil_div(ceil_div(1258 - stop_step * 64, 2), 64)  # per rank: the rest of the epoch, then a whole epoch
-    check_carried_over(run, run, tmp_path / "seen-after", stop_step, left + STEPS_PER_EPOCH)
+    check_carried_over(tmp_path / "seen", run, tmp_path / "seen-after", stop_step, left + STEPS_PER_EPOCH)
     state = load_lightning_file(run / "checkpoints" / "last.ckpt")  # the schedule went on: halved after each epoch
     assert state["lr_schedulers"][0]["last_epoch"] == EPOCHS
     assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5**EPOCHS)
@@ -264,7 +268,7 @@ def test_a_transformer_task_resumes_mid_epoch_bit_identical(token_project, tmp_p
     args = ["-c", str(token_project / "tokens.yaml"), "--output", str(tmp_path)]
     whole = dsf("train", *args, *sets(*common, "run.name=whole"), cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    step = RNG.randint(1, 3)
+    step = draws("transformer").randint(1, 3)
     print(f"[resume seed {SEED}] token classification: SIGUSR1 after step {step}")
     cut = dsf("train", *args, *sets(*common, "run.name=cut", callbacks(stop_at(step, "SIGUSR1"))), cwd=tmp_path)
     assert cut.returncode == 75, cut.stderr[-3000:]
