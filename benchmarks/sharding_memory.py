@@ -27,12 +27,13 @@ STRATEGIES = {
 PARTS = ("parameters", "gradients", "optimizer_state")
 
 
-def measure(name: str, overrides: list[str], hidden: list[int], workdir: Path) -> dict:
-    """One 2-rank `dsf train` for 3 steps with run.memory_report on; returns rank zero's figures."""
+def measure(name: str, overrides: list[str], hidden: list[int] | None, workdir: Path) -> dict:
+    """One 2-rank `dsf train` for 3 steps with run.memory_report on; returns rank zero's figures. `hidden`: the MLP's
+    hidden sizes (None: the default model's)."""
     run = name.split()[0]
     sets = [
         *overrides,
-        f"model.network_kwargs.hidden_sizes={hidden}",
+        *([f"model.network_kwargs.hidden_sizes={hidden}"] if hidden else []),
         "trainer.devices=2",
         "trainer.max_steps=3",
         "trainer.enable_progress_bar=false",
@@ -45,8 +46,12 @@ def measure(name: str, overrides: list[str], hidden: list[int], workdir: Path) -
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: dsf train failed\n{done.stderr[-2000:]}")
-    report = json.loads((workdir / "runs" / run / "results" / "memory.json").read_text())
-    ranks = report["ranks"]
+    return rank_zero(workdir / "runs" / run)
+
+
+def rank_zero(run: Path) -> dict:
+    """Rank zero's figures from a run's results/memory.json (run.memory_report), with their total."""
+    ranks = json.loads((run / "results" / "memory.json").read_text())["ranks"]
     assert len(ranks) == 2 and all("error" not in r for r in ranks), ranks
     return ranks[0] | {"total": sum(ranks[0][part] for part in PARTS)}
 

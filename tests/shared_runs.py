@@ -2,9 +2,10 @@
 run per strategy; and the comparisons the tests make between runs: tensors bit for bit, weights and optimizer
 state alike.
 
-Each run is the whole `dsf run` on 2 CPU ranks for 2 epochs. Readers: tests/test_strategies.py (fit, resume
-against it, export and test a copy), tests/test_chaos.py (the uninterrupted run that killed runs must end like)
-and, for DDP, tests/test_pipeline.py (two ranks name one run folder and write the comparison).
+Each run is the whole `dsf run` on 2 CPU ranks for 2 epochs, with its memory report. Readers: tests/test_strategies.py
+(fit, resume against it, export and test a copy), tests/test_chaos.py and tests/test_resume.py (the uninterrupted
+runs that stopped runs must end like), tests/test_memory.py (per-rank bytes of each strategy) and, for DDP,
+tests/test_pipeline.py (two ranks name one run folder and write the comparison).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ EPOCHS = 2
 def reference_run(trained_run: Callable[..., Path], strategy: str) -> Path:
     """The uninterrupted 2-rank run of `strategy`. DDP's keeps dsf's own run name (test_pipeline checks that both
     ranks agree on it) and the default existing model (its comparison is read); the others compare nothing."""
-    common = [*STRATEGIES[strategy], *TWO_RANKS, f"trainer.max_epochs={EPOCHS}"]
+    # run.memory_report only reads the tensors (tests/test_memory.py compares the strategies' figures).
+    common = [*STRATEGIES[strategy], *TWO_RANKS, f"trainer.max_epochs={EPOCHS}", "run.memory_report=true"]
     if strategy == "ddp":
         return trained_run("ddp-2ranks", *sets(*common), named=False)
     return trained_run(f"{strategy}-2ranks", *sets(*common, "existing_model.kind=none"))
