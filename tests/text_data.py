@@ -52,10 +52,21 @@ def write_csv(path: Path, count: int, seed: int, **kwargs) -> Path:
 
 
 def tokenizer():
-    from dsf_dist.tasks.sequence_classification.hf import train_tokenizer
+    """BERT's WordPiece scheme over this corpus's own words, each whole, and their letters (alone and as ##
+    continuations) for anything else, numbered in sorted order: the same tokenizer in every process, so every
+    session's base model is the same. (One trained by `tokenizers` is numbered in hash-map order, which differs
+    per process: the base model, and how well 3 epochs fine-tune it, differed from session to session.)"""
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    words = [row["text"] + " " + row.get("context", "") for row in rows(300, 0, pair=True)]
-    return train_tokenizer(words, 200)
+    from dsf_dist.tasks.sequence_classification.hf import SPECIAL_TOKENS, bert_tokenizer
+
+    split = pre_tokenizers.BertPreTokenizer().pre_tokenize_str
+    texts = [row["text"] + " " + row.get("context", "") for row in rows(300, 0, pair=True)]
+    words = {word for text in texts for word, _ in split(text.lower())}
+    letters = {letter for word in words for letter in word}
+    tokens = [*SPECIAL_TOKENS, *sorted(words | letters), *sorted(f"##{letter}" for letter in letters)]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return bert_tokenizer(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")))
 
 
 def tiny_bert_config(**kwargs):

@@ -42,15 +42,33 @@ def load_tokenizer(folder: str | Path, key: str, trust_remote_code: bool = False
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     """A lower-casing WordPiece tokenizer (BERT's scheme) trained on `texts`, with BERT's special tokens and its
-    single and pair templates. Deterministic: the same texts and size give the same tokenizer in every process."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    single and pair templates. Not reproducible across processes: the trainer numbers its tokens (and breaks ties
+    between equally frequent ones) in its hash maps' order, which differs per process. So a run trains it once,
+    before the ranks start, and keeps it in <run>/tokenizer/ (prepare_run), which every later reader loads."""
+    from tokenizers import Tokenizer, models, trainers
 
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    bert_scheme(backend).train_from_iterator(texts, trainer)
+    return bert_tokenizer(backend)
+
+
+def bert_scheme(backend: Any) -> Any:
+    """BERT's text handling on a WordPiece tokenizer: lower-cased, split on spaces and punctuation, ## joins."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    backend.train_from_iterator(texts, trainer)
+    return backend
+
+
+def bert_tokenizer(backend: Any) -> Any:
+    """A transformers tokenizer of a WordPiece vocabulary (which holds SPECIAL_TOKENS): BERT's scheme, its single
+    and pair templates, and its special tokens named."""
+    from tokenizers import processors
+
+    bert_scheme(backend)
     cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
