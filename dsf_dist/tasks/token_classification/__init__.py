@@ -56,7 +56,7 @@ def labels(cfg: DsfConfig) -> list[str]:
 
 def check_existing(cfg: DsfConfig) -> None:
     """Before training: a pretrained existing model must be a Hugging Face folder with the data's tag set."""
-    from dsf_dist.tasks.token_classification.model import output_columns
+    from dsf_dist.tasks.token_classification.model import existing_labels, output_columns
 
     path = cfg.existing_model.path
     if cfg.existing_model.kind != "pretrained":
@@ -66,6 +66,9 @@ def check_existing(cfg: DsfConfig) -> None:
             f"existing_model.path: {path} has no config.json; give a folder save_pretrained wrote "
             "(or kind: checkpoint for a dsf checkpoint)"
         )
+    # The folder's own refusals (pickled weights, code it would run) before the data is read, since reading
+    # writes datasets' cache: a refused `dsf eval` then leaves the disk as it found it.
+    existing_labels(path, cfg.model.trust_remote_code)
     output_columns(path, labels(cfg), cfg.model.trust_remote_code)
 
 
