@@ -46,7 +46,7 @@ class ModelConfig(Section):
         "classification"
     )
     """classification: cross-entropy and class metrics; regression (e.g. the autoencoder): MSE/MAE;
-    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL; needs the hf extra);
+    token_classification: a Hugging Face model tags each word (BIO tags from data.path JSONL or parquet; hf extra);
     sequence_classification: a Hugging Face model labels each text (data.path JSONL, CSV or parquet; hf extra);
     causal_lm: a Hugging Face causal language model learns the next token of text files (needs the hf extra)."""
     pretrained: str | None = None

@@ -39,14 +39,14 @@ def read_text(
     extra: Sequence[str] = (),
     *,
     key: str = "data.path",
-    field_key: str = "data.text_field",
+    field_key: str | None = "data.text_field",
     cache: Path,
     txt_sample_by: Literal["line", "paragraph", "document"] = "paragraph",
 ) -> datasets.Dataset:
     """The file at `path` (named in the config by `key`) as a Dataset holding exactly the columns `text` (strings)
     and `extra` (any type, e.g. a label), each present and non-null in every row. A `.txt` file has one column,
     `text`: one row per line, per paragraph (blank-line separated, the default) or for the whole file.
-    `field_key` is the config key that names the fields, for the fix in an error."""
+    `field_key` is the config key that names the fields, for the fix in an error (None: the names are fixed)."""
     path = Path(path)
     builder = _builder(path, key)
     columns = [*text, *extra]
@@ -94,7 +94,22 @@ def _builder(path: Path, key: str) -> str:
         raise ConfigError(f"{key}: {path} is not a .txt, .jsonl, .csv or .parquet file; convert it to one of those")
     if path.stat().st_size == 0 or (builder != "parquet" and not _has_text(path)):
         raise ConfigError(f"{key}: {path} is empty; give a file with at least one document")
+    if builder == "parquet" and _parquet_rows(path) == 0:
+        # datasets' parquet reader fails on a file without rows ("BatchSize must be greater than 0"): said here
+        raise ConfigError(f"{key}: {path} holds no rows; give a file with at least one")
     return builder
+
+
+def _parquet_rows(path: Path) -> int:
+    """The row count in a parquet file's footer. No footer is refused here: datasets reads the schema outside
+    the step whose errors it wraps, so its ArrowInvalid would reach the user as a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable("parquet", path, err) from None
 
 
 def _has_text(path: Path) -> bool:
@@ -149,27 +164,40 @@ def _first_bad_json_line(path: Path) -> tuple[int | None, str]:
 
 
 # -- checking columns ---------------------------------------------------------------------------------------------
-def _require_column(dataset: datasets.Dataset, path: Path, column: str, field_key: str, is_text: bool) -> None:
-    json_lines = path.suffix.lower() in (".jsonl", ".json")
+def place(path: Path, row: int) -> str:
+    """Where row `row` (from 0) of a file read_text read is, for an error: `file:line` for JSON Lines, else
+    `file row N` (N from 1)."""
+    if _json_lines(path):
+        return f"{path}:{_line_of_row(path, row)}"
+    return f"{path} row {row + 1}"
+
+
+def _json_lines(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".json")
+
+
+def _require_column(dataset: datasets.Dataset, path: Path, column: str, field_key: str | None, is_text: bool) -> None:
+    json_lines = _json_lines(path)
     what = "field" if json_lines else "column"
     if column not in dataset.column_names:
+        line, reason = _first_bad_json_line(path) if json_lines else (None, "")
+        if line is not None:  # lines that are JSON but not objects load as one 'text' column: name the first
+            raise ConfigError(f"{path}:{line}: not a JSON object ({reason}); write one JSON object per line")
         found = ", ".join(dataset.column_names) or "none"
-        raise ConfigError(
-            f"{path}: no row has a '{column}' {what} ({what}s: {found}); set {field_key} to the {what} that holds it"
-        )
+        fix = f"set {field_key} to the {what} that holds it" if field_key else f"give every row a '{column}' {what}"
+        raise ConfigError(f"{path}: no row has a '{column}' {what} ({what}s: {found}); {fix}")
     feature = dataset.features[column]
     dtype = getattr(feature, "dtype", type(feature).__name__)
     if is_text and dtype not in STRING_TYPES:
-        raise ConfigError(f"{path}: '{column}' holds {dtype}, not text; set {field_key} to a text {what}")
+        fix = f"set {field_key} to a text {what}" if field_key else f"write '{column}' as text"
+        raise ConfigError(f"{path}: '{column}' holds {dtype}, not text; {fix}")
     missing = _first_null(dataset, column)
     if missing is None:
         return
     if json_lines:
         line = _line_of_row(path, missing)
-        raise ConfigError(
-            f"{path}:{line}: no '{column}' field (the line has: {_fields_on_line(path, line)}); "
-            f"add it, or set {field_key} to the field that holds the text"
-        )
+        fix = f"add it, or set {field_key} to the field that holds the text" if field_key else "add it"
+        raise ConfigError(f"{path}:{line}: no '{column}' field (the line has: {_fields_on_line(path, line)}); {fix}")
     raise ConfigError(f"{path}: row {missing + 1} has no '{column}' (null); fill it or drop the row")
 
 

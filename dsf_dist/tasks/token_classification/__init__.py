@@ -1,13 +1,15 @@
 """Hugging Face token classification: AutoModelForTokenClassification tags each word with a BIO tag.
 
 Config: model.task token_classification, model.pretrained (name or folder: model and tokenizer), data.path (JSONL
-sentences; data.test_path optional), data.dataset_kwargs.max_length (sub-tokens per sentence, default 128).
+or parquet sentences, read through datasets; data.test_path optional), data.dataset_kwargs.max_length (sub-tokens
+per sentence, default 128).
 A sample of the comparison is a word: test predictions are saved per sentence and rewritten one row per word
 (with its sentence) before scoring; entity F1 is scored and resampled by whole sentences (entities.py).
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,14 +30,23 @@ DEFAULT_MAX_LENGTH = 128
 
 
 @cache
-def _corpus(path: str | None, key: str) -> tuple[dict[str, list[str]], ...]:
-    return tuple(read_sentences(path, key)) if path else ()
+def _corpus(path: str | None, key: str, cache_folder: str, cwd: str) -> tuple[dict[str, list[str]], ...]:
+    """Read once per process; `cwd` is part of the key because a relative path names another file after a chdir."""
+    return tuple(read_sentences(path, key, Path(cache_folder))) if path else ()
 
 
 def corpora(cfg: DsfConfig) -> tuple[list[dict[str, list[str]]], list[dict[str, list[str]]]]:
+    """data.path's and data.test_path's sentences, read through datasets with its cache where every text task
+    keeps it (data/text.py's cache_dir)."""
+    from dsf_dist.data.text import cache_dir
+
     if not cfg.data.path:
-        raise ConfigError("data.path: token_classification reads its sentences from a JSONL file; set data.path")
-    return list(_corpus(cfg.data.path, "data.path")), list(_corpus(cfg.data.test_path, "data.test_path"))
+        raise ConfigError(
+            "data.path: token_classification reads its sentences from a JSONL or parquet file; set data.path"
+        )
+    where = (str(cache_dir(cfg)), os.getcwd())
+    train, test = _corpus(cfg.data.path, "data.path", *where), _corpus(cfg.data.test_path, "data.test_path", *where)
+    return list(train), list(test)
 
 
 def labels(cfg: DsfConfig) -> list[str]:
@@ -45,7 +56,7 @@ def labels(cfg: DsfConfig) -> list[str]:
 
 def check_existing(cfg: DsfConfig) -> None:
     """Before training: a pretrained existing model must be a Hugging Face folder with the data's tag set."""
-    from dsf_dist.tasks.token_classification.model import output_columns
+    from dsf_dist.tasks.token_classification.model import existing_labels, output_columns
 
     path = cfg.existing_model.path
     if cfg.existing_model.kind != "pretrained":
@@ -55,6 +66,9 @@ def check_existing(cfg: DsfConfig) -> None:
             f"existing_model.path: {path} has no config.json; give a folder save_pretrained wrote "
             "(or kind: checkpoint for a dsf checkpoint)"
         )
+    # The folder's own refusals (pickled weights, code it would run) before the data is read, since reading
+    # writes datasets' cache: a refused `dsf eval` then leaves the disk as it found it.
+    existing_labels(path, cfg.model.trust_remote_code)
     output_columns(path, labels(cfg), cfg.model.trust_remote_code)
 
 

@@ -79,15 +79,20 @@ def fresh_head(pretrained: str, labels: list[str], trust_remote_code: bool = Fal
     )
 
 
-def output_columns(pretrained: str, labels: list[str], trust_remote_code: bool = False) -> list[int]:
-    """For each of our labels, the column of an already fine-tuned model's output that predicts it (matched by
-    name from its config.json, which is cheap to read: the check runs before training)."""
+def existing_labels(pretrained: str, trust_remote_code: bool = False) -> list[str]:
+    """An already fine-tuned model's labels in its output order, from its config.json (cheap to read: the check
+    runs before training); its folder's weights and code are checked first."""
     check_hf_folder(pretrained, "existing_model.path")
     try:
         config = transformers_module().AutoConfig.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error("existing_model.path", pretrained, err, f"cannot read '{pretrained}'") from None
-    theirs = [config.id2label[i] for i in range(config.num_labels)]
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def output_columns(pretrained: str, labels: list[str], trust_remote_code: bool = False) -> list[int]:
+    """For each of our labels, the column of an already fine-tuned model's output that predicts it (by name)."""
+    theirs = existing_labels(pretrained, trust_remote_code)
     if sorted(theirs) != sorted(labels):
         raise ConfigError(
             f"existing_model.path: '{pretrained}' predicts labels {theirs}, the data has {labels}; "
