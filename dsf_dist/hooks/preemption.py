@@ -7,8 +7,8 @@
   job resumes from that checkpoint (run.resume=auto).
 - A stop agreed at an epoch's last step waits for that epoch's end and comes after the next step: Lightning resumes
   a checkpoint saved after an epoch's last step as if the epoch had ended, so its validation, the epoch-end
-  hooks (best-k checkpoints, early stopping), the epoch's logged rows and epoch-interval learning-rate schedules
-  would never run. A stop agreed at the very last step of training comes once fit ends.
+  hooks (best-k checkpoints, early stopping, a user's on_train_epoch_end) and the epoch's logged rows would never
+  run. A stop agreed at the very last step of training comes once fit ends.
 
 Lightning's own handlers are replaced, not stacked on: its SLURM auto-requeue checkpoints inside the signal
 handler (dsf passes SLURMEnvironment(auto_requeue=False)), and its SIGTERM handler runs a collective inside
