@@ -1,9 +1,9 @@
 """A stop signal that the ranks agree on at an epoch's last step (dsf_dist/hooks/preemption.py): one CPU process,
 digits (20 steps an epoch), 2 epochs, the learning rate halved after each. The resumed run has the stopped
-epoch's end: its validation and epoch rows in logs/metrics.csv, and its step of the schedule.
+epoch's end: its validation and epoch rows in logs/metrics.csv; the schedule stepped once per epoch, not twice.
 
 Before the stop waited for the epoch's end, the checkpoint was saved after step 20 and Lightning resumed it as an
-epoch that had ended: epoch 0 was never validated, its rows never logged, its schedule step never taken.
+epoch that had ended: epoch 0 was never validated and its epoch-end rows never logged.
 """
 
 from __future__ import annotations
@@ -48,5 +48,5 @@ def test_a_stop_at_an_epochs_last_step_keeps_that_epochs_end(tmp_path):
     assert ended == [(0, 19), (1, 39)], rows
     state = load_lightning_file(run / "checkpoints" / "last.ckpt")
     assert state["global_step"] == 40
-    assert state["lr_schedulers"][0]["last_epoch"] == 2  # halved after both epochs
+    assert state["lr_schedulers"][0]["last_epoch"] == 2  # halved once after each epoch
     assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5**2)
