@@ -99,6 +99,10 @@ class Preemption(Callback):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.deferred = request
             return
+        # This step's row, which Lightning logs only after on_train_batch_end (never, once Preempted is raised
+        # here): the same call, with the same step, as in a run that goes on. The resumed run starts at the next
+        # step, so without it a stop on a logging step (log_every_n_steps) would drop that row.
+        trainer._logger_connector.update_train_step_metrics()
         self._stop(trainer, request)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
