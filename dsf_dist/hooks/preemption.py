@@ -5,6 +5,10 @@
   rank was signalled, every rank saves `last.ckpt` together (atomically: hooks/checkpoint.py), rank zero
   requeues the SLURM job (launchers/slurm.py), and training stops on every rank with `Preempted`. The restarted
   job resumes from that checkpoint (run.resume=auto).
+- A stop agreed at an epoch's last step waits for that epoch's end and comes after the next step: Lightning resumes
+  a checkpoint saved after an epoch's last step as if the epoch had ended, so its validation, the epoch-end
+  hooks (best-k checkpoints, early stopping, a user's on_train_epoch_end) and the epoch's logged rows would never
+  run. A stop agreed at the very last step of training comes once fit ends.
 
 Lightning's own handlers are replaced, not stacked on: its SLURM auto-requeue checkpoints inside the signal
 handler (dsf passes SLURMEnvironment(auto_requeue=False)), and its SIGTERM handler runs a collective inside
@@ -49,6 +53,7 @@ class Preemption(Callback):
         self.max_requeues = max_requeues
         self.check_every_s = check_every_s  # run.stop_check_s
         self.received = 0  # the strongest request so far: an index into REQUESTS
+        self.deferred = 0  # a request all ranks agreed on at an epoch's last step, for the next step (or fit's end)
         self._sigterm_before: Any = None
         self._steps_to_check = 1  # the first step checks; later checks are spaced by rank 0's proposal
         self._interval = 1
@@ -87,9 +92,24 @@ class Preemption(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        request = self._agree(trainer)
+        request = max(self._agree(trainer), self.deferred)
         if request == 0:
             return
+        # The same on every rank: they agreed on the request, and every rank has as many batches per epoch.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self.deferred = request
+            return
+        # This step's row, which Lightning logs only after on_train_batch_end (never, once Preempted is raised
+        # here): the same call, with the same step, as in a run that goes on. The resumed run starts at the next
+        # step, so without it a stop on a logging step (log_every_n_steps) would drop that row.
+        trainer._logger_connector.update_train_step_metrics()
+        self._stop(trainer, request)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.deferred:  # agreed at the last step of the last epoch: fit has ended, test and eval do not start
+            self._stop(trainer, self.deferred)
+
+    def _stop(self, trainer: pl.Trainer, request: int) -> None:
         for logger in trainer.loggers:  # the rows logged so far reach the disk before SLURM may kill the ranks
             logger.save()
         path = self.checkpoint.save_last_now(trainer)  # in place on every rank's return, also with async_save

@@ -11,6 +11,7 @@ does it.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import wait
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,10 @@ class FSDP2Strategy(ModelParallelStrategy):
         super().__init__(save_distributed_checkpoint=options.state_dict == "sharded", timeout=timeout)
         self.options = options
         self.async_save = False  # checkpoint.async_save (dsf_dist/strategy/async_save.py)
-        self.pending_write = None  # the Future of the last save's background write
+        self.pending_write = None  # the Future of the last save's background write, for the checkpoint hook
+        self._writing = None  # the same Future, kept here: the stager's buffers are in use until it is done
         self._checkpoint_group = None
+        self._stager = None
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes
@@ -129,6 +132,10 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.setup_precision_plugin()
         if trainer.state.fn == TrainerFn.FITTING:
             _optimizers_to_device(self.optimizers, self.root_device)
+        if self.async_save and self._save_distributed_checkpoint and self._checkpoint_group is None:
+            # Its own gloo group: the write's collectives run in a thread, beside training's (FACTS.md). Made here,
+            # where every rank is anyway, and not in the first save, which the loop would wait for.
+            self._checkpoint_group = torch.distributed.new_group(backend="gloo")
 
     def _shard_mesh(self):
         from torch.distributed.device_mesh import init_device_mesh
@@ -151,12 +158,34 @@ class FSDP2Strategy(ModelParallelStrategy):
         path.mkdir(parents=True, exist_ok=True)
         shards = {"state_dict": checkpoint.pop("state_dict")}
         shards.update({f"optimizer_{i}": state for i, state in enumerate(checkpoint.pop("optimizer_states", []))})
-        if self._checkpoint_group is None:
-            # Its own gloo group: the write's collectives run in a thread, beside training's (FACTS.md).
-            self._checkpoint_group = torch.distributed.new_group(backend="gloo")
-        self.pending_write = async_save(shards, checkpoint_id=path, process_group=self._checkpoint_group)
+        if self._writing is not None:
+            wait([self._writing])  # the checkpoint hook already waited; a direct trainer.save_checkpoint may not
+        self._writing = async_save(
+            shards, checkpoint_id=path, process_group=self._checkpoint_group, async_stager=self._host_stager()
+        )
+        self.pending_write = self._writing
         if self.global_rank == 0:
             torch.save(checkpoint, path / "meta.pt")  # the loops' and callbacks' state, as Lightning writes it
+
+    def _host_stager(self):
+        """One stager for the whole fit, where async_save would make (and drop) one per save: it keeps its host copy
+        of each shard and copies the next save into it, instead of allocating the whole state afresh, which the loop
+        waited for (the kernel maps every new page on first write). The copy stays allocated between saves (one
+        host copy of this rank's shards), and is reused only once the write reading it is done (save_checkpoint)."""
+        if self._stager is None:
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            # FSDP2Strategy is the CPU path (build): no pinned or shared memory, no CUDA streams.
+            self._stager = DefaultStager(StagingOptions(False, False, False, False))
+        return self._stager
+
+    def teardown(self) -> None:
+        if self._stager is not None:
+            if self._writing is not None:
+                wait([self._writing])  # its outcome is the checkpoint hook's to report
+            self._stager.close()
+            self._stager = self._writing = None
+        super().teardown()
 
 
 def shard(module: nn.Module, options: FSDPOptions, mesh) -> None:
