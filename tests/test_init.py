@@ -145,6 +145,7 @@ def test_the_token_classification_project_runs_a_couple_of_steps(tmp_path):
     assert 0 <= existing["entity_f1"] <= 1 and 0 <= test["entity_f1"] <= 1
 
 
+@pytest.mark.slow  # it trains, as its siblings above do
 def test_the_text_classification_project_runs_a_couple_of_steps(tmp_path):
     project = init_project(tmp_path, "--task", "sequence_classification")
     rows = [json.loads(line) for line in (project / "data" / "test.jsonl").read_text().splitlines()]
@@ -158,6 +159,7 @@ def test_the_text_classification_project_runs_a_couple_of_steps(tmp_path):
     assert {"accuracy", "f1"} <= set(comparison["comparison"])
 
 
+@pytest.mark.slow  # it trains, as its siblings above do
 def test_the_causal_lm_project_runs_a_couple_of_steps(tmp_path):
     project = init_project(tmp_path, "--task", "causal_lm")
     test_documents = (project / "data" / "test.jsonl").read_text().splitlines()
