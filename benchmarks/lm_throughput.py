@@ -167,8 +167,18 @@ def raw_worker(strategy: str, steps: int, window: int, out: Path) -> None:
 
 
 # -- pairs, log, report -----------------------------------------------------------------------------------------
+def logged_pairs(strategy: str, log: Path) -> int:
+    """Pairs of `strategy` already in the log: a later call numbers its pairs after them, so the report, which
+    matches dsf and raw by pair number, counts every pair instead of overwriting the first ones."""
+    if not log.exists():
+        return 0
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return 1 + max((e["pair"] for e in entries if e["strategy"] == strategy), default=-1)
+
+
 def pairs(strategy: str, count: int, steps: int, window: int, log: Path) -> None:
-    for pair in range(count):
+    first = logged_pairs(strategy, log)
+    for pair in range(first, first + count):
         for side, measure in (("dsf", measure_dsf), ("raw", measure_raw)):
             with tempfile.TemporaryDirectory() as scratch:
                 started = time.time()
