@@ -43,8 +43,10 @@ def load_tokenizer(folder: str | Path, key: str, trust_remote_code: bool = False
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     """A lower-casing WordPiece tokenizer (BERT's scheme) trained on `texts`, with BERT's special tokens and its
     single and pair templates. Not reproducible across processes: the trainer numbers its tokens (and breaks ties
-    between equally frequent ones) in its hash maps' order, which differs per process. So a run trains it once,
-    before the ranks start, and keeps it in <run>/tokenizer/ (prepare_run), which every later reader loads."""
+    between equally frequent ones) in its hash maps' order, which differs per process. So rank zero keeps the one
+    it trained in <run>/tokenizer/ (prepare_run), which the ranks Lightning starts later, `dsf test` and the export
+    load. Ranks that an outside launcher starts together (torchrun, srun, Ray) each train their own before that
+    folder exists, and their vocabularies can differ: known, not yet handled (start from model.pretrained there)."""
     from tokenizers import Tokenizer, models, trainers
 
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
