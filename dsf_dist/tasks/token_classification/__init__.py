@@ -56,7 +56,7 @@ def labels(cfg: DsfConfig) -> list[str]:
 
 def check_existing(cfg: DsfConfig) -> None:
     """Before training: a pretrained existing model must be a Hugging Face folder with the data's tag set."""
-    from dsf_dist.tasks.token_classification.model import existing_labels, output_columns
+    from dsf_dist.tasks.token_classification.model import columns_of, existing_labels
 
     path = cfg.existing_model.path
     if cfg.existing_model.kind != "pretrained":
@@ -68,8 +68,8 @@ def check_existing(cfg: DsfConfig) -> None:
         )
     # The folder's own refusals (pickled weights, code it would run) before the data is read, since reading
     # writes datasets' cache: a refused `dsf eval` then leaves the disk as it found it.
-    existing_labels(path, cfg.model.trust_remote_code)
-    output_columns(path, labels(cfg), cfg.model.trust_remote_code)
+    theirs = existing_labels(path, cfg.model.trust_remote_code)
+    columns_of(theirs, labels(cfg), path)
 
 
 class TokenClassificationTask(ClassificationTask):

@@ -92,7 +92,11 @@ def existing_labels(pretrained: str, trust_remote_code: bool = False) -> list[st
 
 def output_columns(pretrained: str, labels: list[str], trust_remote_code: bool = False) -> list[int]:
     """For each of our labels, the column of an already fine-tuned model's output that predicts it (by name)."""
-    theirs = existing_labels(pretrained, trust_remote_code)
+    return columns_of(existing_labels(pretrained, trust_remote_code), labels, pretrained)
+
+
+def columns_of(theirs: list[str], labels: list[str], pretrained: str) -> list[int]:
+    """The column of `theirs` (a fine-tuned model's labels in output order) for each of our labels."""
     if sorted(theirs) != sorted(labels):
         raise ConfigError(
             f"existing_model.path: '{pretrained}' predicts labels {theirs}, the data has {labels}; "
