@@ -1,7 +1,8 @@
 """For the poison and vetting tests: the session's real checkpoints, and payloads planted in them.
 
-`strategy_run(trained_run, name)` is a run of each strategy on 2 CPU ranks (tests/conftest.py trains each once per
-session, as briefly as a checkpoint needs: 1 epoch of 2 steps); a test poisons a `copy_run` of it, never the run.
+`strategy_run(trained_run, name)` is the session's 2-rank reference run of each strategy (tests/shared_runs.py: the
+runs the strategy, resume and memory tests read too, so no run is trained for these tests alone), with `last.ckpt`
+and the best checkpoint, `BEST`; a test poisons a `copy_run` of it, never the run.
 Each `plant_*` puts a payload where a loader would unpickle it: unpickling runs `touch <marker>`, so a marker
 that never appears shows that nothing ran.
 """
@@ -15,28 +16,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from conftest import sets
+from conftest import copy_run
+from shared_runs import EPOCHS, reference_run
 
-QUICK = (
-    "trainer.devices=2",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "throughput.enabled=false",
-)
-STRATEGIES = {
-    "vet-ddp": ("strategy.name=ddp",),
-    "vet-fsdp": ("strategy.name=fsdp", "strategy.fsdp.wrap_modules=[Linear]"),
-    "vet-zero2": ("strategy.name=deepspeed", "strategy.deepspeed.stage=2"),
-    "vet-zero3": ("strategy.name=deepspeed", "strategy.deepspeed.stage=3"),
-}
+BEST = f"epoch{EPOCHS - 1:03d}-step{EPOCHS * 10:06d}.ckpt"  # the last epoch's (10 steps an epoch), kept as the best
 WEIGHT_KEYS = {f"network.{i}.{kind}" for i in (0, 3, 6) for kind in ("weight", "bias")}  # the default MLP's
 
 
 def strategy_run(trained_run: Callable[..., Path], name: str) -> Path:
-    """`dsf train` of the strategy `name` on 2 CPU ranks, shared by the session (read-only: copy it to change it)."""
-    return trained_run(name, *sets(*STRATEGIES[name], *QUICK), verb="train")
+    """The 2-rank run of strategy `name` (ddp, fsdp, deepspeed2, deepspeed3), shared by the session (read-only:
+    copy it to change it)."""
+    return reference_run(trained_run, name)
+
+
+def stopped_copy(trained_run: Callable[..., Path], name: str, into: Path) -> Path:
+    """A copy of that run as a preempted run would be: its pipeline not finished (no results/done.json), so that
+    a resume reads its checkpoints instead of saying the run is done."""
+    run = copy_run(strategy_run(trained_run, name), into)
+    (run / "results" / "done.json").unlink()
+    return run
 
 
 class Payload:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, copy_run, dsf, fingerprint, sets
-from payloads import WEIGHT_KEYS, Payload, plant_in_torch_file, strategy_run, truncate
+from conftest import REPO, dsf, fingerprint, sets
+from payloads import BEST, WEIGHT_KEYS, Payload, plant_in_torch_file, stopped_copy, strategy_run, truncate
 from ray_head import running_head
 from slurm_cluster import running_cluster
 
@@ -63,11 +63,11 @@ def test_resuming_from_a_poisoned_last_checkpoint_is_refused(tmp_path):
 
 # -- truncated checkpoints of real runs: whole first, then torn ------------------------------------------------
 TRUNCATED = {  # case: (the run, the file torn, relative to its last.ckpt; "" the file itself)
-    "lightning_file": ("vet-ddp", ""),
-    "safetensors_file": ("vet-ddp", "model.safetensors"),  # `export` of that run's last.ckpt
-    "distcp_folder": ("vet-fsdp", "__0_0.distcp"),
-    "zero2_folder": ("vet-zero2", STATES.format(0, "optim")),
-    "deepspeed_folder": ("vet-zero3", STATES.format(1, "model")),
+    "lightning_file": ("ddp", ""),
+    "safetensors_file": ("ddp", "model.safetensors"),  # `export` of that run's last.ckpt
+    "distcp_folder": ("fsdp", "__0_0.distcp"),
+    "zero2_folder": ("deepspeed2", STATES.format(0, "optim")),
+    "deepspeed_folder": ("deepspeed3", STATES.format(1, "model")),
 }
 KINDS = {"lightning_file": "lightning", "safetensors_file": "safetensors", "distcp_folder": "distcp"}
 
@@ -100,10 +100,10 @@ def test_a_truncated_checkpoint_is_one_line(trained_run, tmp_path, case):
 @pytest.mark.distributed
 def test_the_cli_refuses_poison_in_one_line_without_a_traceback(trained_run, tmp_path):
     """`dsf export --checkpoint` of a real run's poisoned and truncated checkpoints: exit 2, one line each."""
-    run = copy_run(strategy_run(trained_run, "vet-ddp"), tmp_path)
+    run = stopped_copy(trained_run, "ddp", tmp_path)
     marker = tmp_path / "pwned"
     bad = plant_in_torch_file(run / "checkpoints" / "last.ckpt", marker)
-    torn = truncate(run / "checkpoints" / "epoch000-step000002.ckpt")
+    torn = truncate(run / "checkpoints" / BEST)
     before = fingerprint(tmp_path)
     for checkpoint, words in ((bad, "refused: the checkpoint holds Python objects"), (torn, "truncated or damaged")):
         done = dsf("export", str(run), "--checkpoint", str(checkpoint), cwd=tmp_path, timeout=120)
@@ -155,7 +155,7 @@ def test_hostile_strings_reach_dsf_as_data(cluster, tmp_path):
 def test_a_slurm_job_refuses_a_poisoned_checkpoint_before_resuming(cluster, trained_run, tmp_path):
     """train.sh runs `dsf run --resume` at every start of a job, its first and each requeued restart alike: a run
     folder whose last.ckpt holds a payload ends the job with one line, exit 2, the folder as it was."""
-    run = copy_run(strategy_run(trained_run, "vet-ddp"), tmp_path)
+    run = stopped_copy(trained_run, "ddp", tmp_path)
     marker = tmp_path / "pwned"
     bad = plant_in_torch_file(run / "checkpoints" / "last.ckpt", marker)
     before = fingerprint(run)

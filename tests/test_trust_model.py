@@ -18,7 +18,7 @@ import token_data
 import torch
 import yaml
 from conftest import copy_run, dsf, fingerprint, sets
-from payloads import Payload, strategy_run, trusted_load
+from payloads import BEST, Payload, strategy_run, trusted_load
 from safetensors.torch import load_file
 
 from dsf_dist.checkpoints import export
@@ -118,7 +118,7 @@ def test_a_checkpoint_or_an_export_never_chooses_code_to_import(trained_run, tmp
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # where the named module could be imported from
     marker = tmp_path / "pwned"
     named = code_module(tmp_path, marker)
-    run = copy_run(strategy_run(trained_run, "vet-ddp"), tmp_path)
+    run = copy_run(strategy_run(trained_run, "ddp"), tmp_path)
     checkpoint = run / "checkpoints" / "last.ckpt"
     contents = trusted_load(checkpoint)
     contents["hyper_parameters"]["model_config"]["network"] = named
@@ -126,7 +126,7 @@ def test_a_checkpoint_or_an_export_never_chooses_code_to_import(trained_run, tmp
     exported = tmp_path / "exported"
     recipe = yaml.safe_load((run / "config.yaml").read_text())
     recipe["model"]["network"] = named
-    export(run / "checkpoints" / "epoch000-step000002.ckpt", exported, yaml.safe_dump(recipe))
+    export(run / "checkpoints" / BEST, exported, yaml.safe_dump(recipe))
     before = fingerprint(tmp_path)
     for kind, path, where in (
         ("checkpoint", checkpoint, checkpoint),
@@ -145,7 +145,7 @@ def test_compare_imports_nothing_a_results_folder_names_while_eval_runs_the_conf
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     marker = tmp_path / "pwned"
     named = code_module(tmp_path, marker)
-    candidate = copy_run(strategy_run(trained_run, "vet-ddp"), tmp_path)
+    candidate = copy_run(strategy_run(trained_run, "ddp"), tmp_path)
     done = dsf("test", str(candidate), *sets("strategy.name=auto", "trainer.devices=1"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     baseline = shutil.copytree(candidate / "results", tmp_path / "baseline-results")  # a bare results folder

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import copy_run, dsf, fingerprint, results, sets
+from conftest import dsf, fingerprint, results, sets
 from payloads import (
+    BEST,
     WEIGHT_KEYS,
     plant_in_dcp_byte_item,
     plant_in_dcp_metadata,
     plant_in_torch_file,
+    stopped_copy,
     strategy_run,
     trusted_load,
 )
@@ -33,7 +35,7 @@ from dsf_dist.checkpoints import (
     vet,
 )
 
-FORMATS = {"vet-ddp": "lightning", "vet-fsdp": "distcp", "vet-zero2": "deepspeed", "vet-zero3": "deepspeed"}
+FORMATS = {"ddp": "lightning", "fsdp": "distcp", "deepspeed2": "deepspeed", "deepspeed3": "deepspeed"}
 STATES = "checkpoint/zero_pp_rank_{}_mp_rank_00_{}_states.pt"
 
 
@@ -61,21 +63,21 @@ def in_file(relative: str) -> Callable[[Path, Path], Path]:
 
 
 FILE_KINDS = {
-    "lightning-ckpt": Kind("vet-ddp", in_file(""), lambda checkpoint, file: trusted_load(file)),
-    "dcp-metadata": Kind("vet-fsdp", plant_in_dcp_metadata, lambda checkpoint, file: read_metadata(checkpoint)),
-    "dcp-byte-item": Kind("vet-fsdp", plant_in_dcp_byte_item, lambda checkpoint, file: consolidate(checkpoint)),
-    "lightning-meta-pt": Kind("vet-fsdp", in_file("meta.pt"), lambda checkpoint, file: trusted_load(file)),
+    "lightning-ckpt": Kind("ddp", in_file(""), lambda checkpoint, file: trusted_load(file)),
+    "dcp-metadata": Kind("fsdp", plant_in_dcp_metadata, lambda checkpoint, file: read_metadata(checkpoint)),
+    "dcp-byte-item": Kind("fsdp", plant_in_dcp_byte_item, lambda checkpoint, file: consolidate(checkpoint)),
+    "lightning-meta-pt": Kind("fsdp", in_file("meta.pt"), lambda checkpoint, file: trusted_load(file)),
     "zero2-model-states": Kind(
-        "vet-zero2", in_file("checkpoint/mp_rank_00_model_states.pt"), lambda checkpoint, file: trusted_load(file)
+        "deepspeed2", in_file("checkpoint/mp_rank_00_model_states.pt"), lambda checkpoint, file: trusted_load(file)
     ),
     "zero2-optim-states": Kind(
-        "vet-zero2", in_file(STATES.format(1, "optim")), lambda checkpoint, file: trusted_load(file)
+        "deepspeed2", in_file(STATES.format(1, "optim")), lambda checkpoint, file: trusted_load(file)
     ),
     "zero3-model-states": Kind(
-        "vet-zero3", in_file(STATES.format(1, "model")), lambda checkpoint, file: trusted_load(file)
+        "deepspeed3", in_file(STATES.format(1, "model")), lambda checkpoint, file: trusted_load(file)
     ),
     "zero3-optim-states": Kind(
-        "vet-zero3", in_file(STATES.format(0, "optim")), lambda checkpoint, file: trusted_load(file)
+        "deepspeed3", in_file(STATES.format(0, "optim")), lambda checkpoint, file: trusted_load(file)
     ),
 }
 
@@ -103,7 +105,7 @@ def test_every_checkpoint_dsf_writes_passes_the_vetting_whole(trained_run, name)
     """RNG, loop and callback state, DeepSpeed's client and optimizer state, DCP's metadata: only allowed types."""
     checkpoints = strategy_run(trained_run, name) / "checkpoints"
     found = sorted(path.name for path in checkpoints.iterdir())
-    assert found == ["epoch000-step000002.ckpt", "last.ckpt"], found
+    assert found == [BEST, "last.ckpt"], found
     for checkpoint in checkpoints.iterdir():
         assert vet(checkpoint) == FORMATS[name]
         check_resumable(checkpoint)
@@ -133,7 +135,7 @@ def test_a_payload_in_each_file_kind_is_refused_and_never_runs(trained_run, tmp_
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_deepspeeds_latest_must_name_a_folder_inside_the_checkpoint(trained_run, tmp_path):
-    checkpoint = copy_checkpoint(trained_run, "vet-zero3", tmp_path)
+    checkpoint = copy_checkpoint(trained_run, "deepspeed3", tmp_path)
     (checkpoint / "latest").write_text("../../elsewhere")
     with pytest.raises(UnsafeCheckpoint) as refused:
         check_resumable(checkpoint)
@@ -148,7 +150,7 @@ def test_deepspeeds_latest_must_name_a_folder_inside_the_checkpoint(trained_run,
 @pytest.mark.distributed
 def test_a_payload_behind_a_symlinked_folder_is_found(trained_run, tmp_path):
     """DeepSpeed follows a symlinked tag folder (pathlib's rglob does not): its states are vetted all the same."""
-    checkpoint = copy_checkpoint(trained_run, "vet-zero3", tmp_path)
+    checkpoint = copy_checkpoint(trained_run, "deepspeed3", tmp_path)
     (checkpoint / "checkpoint").rename(tmp_path / "states")
     (checkpoint / "checkpoint").symlink_to(tmp_path / "states")
     assert vet(checkpoint) == "deepspeed"
@@ -163,7 +165,7 @@ def test_a_payload_behind_a_symlinked_folder_is_found(trained_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_a_dcp_shard_outside_the_folder_is_refused(trained_run, tmp_path):
-    checkpoint = copy_checkpoint(trained_run, "vet-fsdp", tmp_path)
+    checkpoint = copy_checkpoint(trained_run, "fsdp", tmp_path)
     metadata = pickle.loads((checkpoint / ".metadata").read_bytes())
     next(iter(metadata.storage_data.values())).relative_path = "../outside.distcp"
     (checkpoint / ".metadata").write_bytes(pickle.dumps(metadata))
@@ -205,23 +207,19 @@ def existing(kind: str, path: str) -> Callable[[Path, Path], list[str]]:
 
 ENTRIES = {
     "dsf test --checkpoint": Entry(
-        "vet-zero3",
+        "deepspeed3",
         f"checkpoints/last.ckpt/{STATES.format(1, 'optim')}",
         lambda run, root: ["test", str(run), "--checkpoint", str(run / "checkpoints" / "last.ckpt")],
     ),
-    "dsf export": Entry(
-        "vet-fsdp", "checkpoints/epoch000-step000002.ckpt/.metadata", lambda run, root: ["export", str(run)]
-    ),
-    "existing_model checkpoint": Entry(
-        "vet-ddp", "checkpoints/last.ckpt", existing("checkpoint", "checkpoints/last.ckpt")
-    ),
-    "existing_model previous": Entry("vet-ddp", "checkpoints/epoch000-step000002.ckpt", existing("previous", ".")),
-    "dsf train --resume (ddp file)": Entry("vet-ddp", "checkpoints/last.ckpt", resume("train", "--resume")),
+    "dsf export": Entry("fsdp", f"checkpoints/{BEST}/.metadata", lambda run, root: ["export", str(run)]),
+    "existing_model checkpoint": Entry("ddp", "checkpoints/last.ckpt", existing("checkpoint", "checkpoints/last.ckpt")),
+    "existing_model previous": Entry("ddp", f"checkpoints/{BEST}", existing("previous", ".")),
+    "dsf train --resume (ddp file)": Entry("ddp", "checkpoints/last.ckpt", resume("train", "--resume")),
     "run.resume=auto (fsdp folder)": Entry(
-        "vet-fsdp", "checkpoints/last.ckpt/meta.pt", resume("train", "--set", "run.resume=auto")
+        "fsdp", "checkpoints/last.ckpt/meta.pt", resume("train", "--set", "run.resume=auto")
     ),
     "dsf run --resume (zero-2 folder)": Entry(
-        "vet-zero2", "checkpoints/last.ckpt/checkpoint/mp_rank_00_model_states.pt", resume("run", "--resume")
+        "deepspeed2", "checkpoints/last.ckpt/checkpoint/mp_rank_00_model_states.pt", resume("run", "--resume")
     ),
 }
 
@@ -231,7 +229,7 @@ ENTRIES = {
 @pytest.mark.parametrize("entry", list(ENTRIES))
 def test_each_entry_path_refuses_a_poisoned_checkpoint_in_one_line(trained_run, tmp_path, entry):
     case = ENTRIES[entry]
-    run = copy_run(strategy_run(trained_run, case.run), tmp_path)
+    run = stopped_copy(trained_run, case.run, tmp_path)
     # The copy's training record names the shared run's best checkpoint (an absolute path): point it at the copy's.
     record = results(run, "train")
     record["best_checkpoint"] = str(run / "checkpoints" / Path(record["best_checkpoint"]).name)
