@@ -14,6 +14,8 @@
 #   RDZV_ENDPOINT   rendezvous host:port; default 127.0.0.1 on a free port (one node only)
 #   RUN_ID          id shared by all nodes: torchrun's --rdzv-id and the run folder's suffix; default: the time
 #   MAX_RESTARTS    torchrun restarts of a failed or preempted worker group; each continues from last.ckpt
+#   RDZV_CONF       torchrun's --rdzv-conf, e.g. keep_alive_interval=1 (a lost node is dropped after 3 missed
+#                   keep-alives: 15 s with torch's default interval of 5 s, 3 s with 1 s)
 #   DSF_PYTHON      the Python with dsf-dist installed; default: python
 # trainer.devices and trainer.num_nodes are set from NPROC_PER_NODE and NNODES. The run always continues
 # its folder's last checkpoint when there is one (--resume), and a finished run is not run again.
@@ -41,9 +43,17 @@ if [ "$nnodes" -gt 1 ] && { [ -z "${RDZV_ENDPOINT:-}" ] || [ -z "${RUN_ID:-}" ];
   die "NNODES=$nnodes needs RDZV_ENDPOINT=<host:port on the first node> and the same RUN_ID on every node"
 fi
 
+# torch >= 2.4 lets the rank-0 agent's TCP store serve the workers too, and an agent keeps that store's address
+# from its first rendezvous: after a lost node is replaced, a surviving rank-0 agent never writes the new round's
+# MASTER_ADDR (the new agent waits 60 s for it and fails), and a survivor that becomes rank 1 sends its workers to
+# the old round's store, not the new rank 0's (see also pytorch/pytorch#135712). With the sharing off, rank 0 of every round publishes a fresh address.
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}
+rdzv_conf=()
+if [ -n "${RDZV_CONF:-}" ]; then rdzv_conf=(--rdzv-conf="$RDZV_CONF"); fi
+
 exec "$python" -m torch.distributed.run \
   --nnodes="$nnodes" --nproc-per-node="$nproc" \
-  --rdzv-backend=c10d --rdzv-endpoint="$endpoint" --rdzv-id="$run_id" \
+  --rdzv-backend=c10d --rdzv-endpoint="$endpoint" --rdzv-id="$run_id" "${rdzv_conf[@]}" \
   --max-restarts="${MAX_RESTARTS:-0}" \
   -m dsf_dist run --config="$config" --resume "$@" \
   --set "trainer.devices=$nproc" --set "trainer.num_nodes=$nnodes"
