@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Sequence
 
 from torch import nn
@@ -38,7 +39,12 @@ def mlp_killing_a_rank(
     others_raise: bool = True,
 ) -> nn.Module:
     network = mlp(input_size, output_size, hidden_sizes, dropout)
-    if kill_at_step is None or not started_fresh():
+    if kill_at_step is None:
+        return network
+    attempt = attempt_kind()
+    if attempt == "restarted":
+        network.register_forward_pre_hook(say_when_training_resumes())
+    if attempt != "fresh":
         return network
     steps = 0
 
@@ -55,7 +61,9 @@ def mlp_killing_a_rank(
         rank = int(os.environ["RANK"])
         if rank == kill_rank:
             print(
-                f"ray_faults: killing rank {rank} (pid {os.getpid()}) at training step {steps}, {committed}", flush=True
+                f"ray_faults: killing rank {rank} (pid {os.getpid()}) at training step {steps}, {committed}, "
+                f"at unix time {time.time():.3f}",
+                flush=True,
             )
             os.kill(os.getpid(), signal.SIGKILL)
         if others_raise:
@@ -65,16 +73,31 @@ def mlp_killing_a_rank(
     return network
 
 
-def started_fresh() -> bool:
-    """This worker group did not start from a reported checkpoint (called when the workers start). Outside a Ray
-    Train worker (e.g. `dsf test` on the run folder afterwards) nothing is killed."""
+def attempt_kind() -> str | None:
+    """ "fresh" when this worker group did not start from a reported checkpoint, "restarted" when it did (read when
+    the workers start); None outside a Ray Train worker (e.g. `dsf test` on the run folder afterwards), where
+    nothing is killed."""
     from dsf_dist.launchers.environment import resolve
 
     if resolve().launcher != "ray":
-        return False
+        return None
     import ray.train
 
-    return ray.train.get_checkpoint() is None
+    return "fresh" if ray.train.get_checkpoint() is None else "restarted"
+
+
+def say_when_training_resumes():
+    """A hook that prints, at the restarted group's first training step, the time (the test measures the restart
+    from the kill to this line; the workers and the test share one clock, on one machine)."""
+    said = False
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        nonlocal said
+        if module.training and not said:
+            said = True
+            print(f"ray_faults: rank {os.environ['RANK']} resumed training at unix time {time.time():.3f}", flush=True)
+
+    return hook
 
 
 def reported_checkpoints() -> str:
