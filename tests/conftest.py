@@ -13,6 +13,7 @@ worker that asks train it while the others wait for it: a run is still trained o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -141,14 +142,57 @@ class TrainedRuns:
         assert not changed, f"a test wrote into a shared run (use copy_run): {changed}"
 
 
-GROUPS_LONGEST_FIRST = ["test_ray", "test_causal_lm_runs", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
+class SharedRayHead:
+    """One real Ray head on loopback (tests/ray_head.py) for every Ray test of a session, started by the first
+    and stopped after the last (pytest_runtest_teardown below): a head takes about 17 s to start, and an idle one
+    keeps about 6 % of this machine busy, so neither one per module nor one for the whole session."""
+
+    def __init__(self) -> None:
+        self._stack: contextlib.ExitStack | None = None
+        self._head = None
+
+    def __getattr__(self, name: str):  # the running RayHead's job, job_info, job_logs, address, ...
+        if self._head is None:
+            from ray_head import running_head
+
+            self._stack = contextlib.ExitStack()
+            self._head = self._stack.enter_context(running_head())
+        return getattr(self._head, name)
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._head = None
+
+
+RAY_HEAD = SharedRayHead()
+
+
+@pytest.fixture(scope="session")
+def head() -> SharedRayHead:
+    """The session's Ray head (see SharedRayHead); its tests share one xdist group, so they run on one worker,
+    one after another."""
+    return RAY_HEAD
+
+
+@pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if "head" in item.fixturenames and (nextitem is None or "head" not in nextitem.fixturenames):
+        RAY_HEAD.stop()
+
+
+def pytest_sessionfinish() -> None:
+    RAY_HEAD.stop()
+
+
+GROUPS_LONGEST_FIRST = ["ray_head", "test_causal_lm_runs", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup`, the tests that use a module- or session-scoped fixture of a test file (a loopback
-    SLURM cluster, a Ray head, a module's own run) go to one worker, so the fixture is set up once. The session's
-    shared runs need no group: every worker reads the same ones."""
+    SLURM cluster, a module's own run) go to one worker, so the fixture is set up once; so do the Ray tests, for
+    the session's one head. The session's shared runs need no group: every worker reads the same ones."""
     for item in items:
         owners = {
             definition.func.__module__
@@ -156,6 +200,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             for definition in definitions
             if definition.scope in ("module", "session") and definition.func.__module__.startswith("test_")
         }
+        if "head" in item.fixturenames:
+            owners = {"ray_head"}  # the session's one Ray head, whatever else the test uses (see SharedRayHead)
         for owner in sorted(owners):
             item.add_marker(pytest.mark.xdist_group(owner))
     # xdist hands out the groups largest first (--loadscope-reorder, its default), then single tests in collection

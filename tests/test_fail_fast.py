@@ -220,14 +220,6 @@ def test_srun_a_rank_that_raises_ends_the_job(cluster, tmp_path):
 
 
 # -- Ray Train on a loopback head ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def head():
-    from ray_head import running_head
-
-    with running_head() as loopback:
-        yield loopback
-
-
 @pytest.mark.ray
 def test_ray_a_worker_that_raises_ends_the_job(head, tmp_path):
     mark = tmp_path / "fault"

@@ -17,7 +17,6 @@ import pytest
 import torch
 from conftest import REPO, dsf, fingerprint, sets
 from payloads import BEST, WEIGHT_KEYS, Payload, plant_in_torch_file, stopped_copy, strategy_run, truncate
-from ray_head import running_head
 from slurm_cluster import running_cluster
 
 from dsf_dist.checkpoints import DamagedCheckpoint, UnsafeCheckpoint, check_resumable, export, load_weights
@@ -212,12 +211,6 @@ def test_hostile_names_and_paths_at_the_ray_entry_point(tmp_path):
         with pytest.raises(BlockingIOError):
             cluster_address.accept()  # and nothing connected to the address
     assert not marker.exists() and sorted(os.listdir(tmp_path)) == []
-
-
-@pytest.fixture(scope="module")
-def head():
-    with running_head() as loopback:
-        yield loopback
 
 
 @pytest.mark.ray
