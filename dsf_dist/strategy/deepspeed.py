@@ -94,8 +94,8 @@ def reset_trace_once_per_step(engine: Any) -> None:
     pre-hook on the root module (here the LightningModule) starts each step's record. Lightning enters that root
     twice per step: the engine calls it, its forward redirects to training_step, and training_step's `self(...)`
     calls it again. The second entry restarted the record, so the trace held one module, broke at the next, and
-    every step ran without prefetching, fetching each module's parameters alone (17 % of the step on 2 CPU ranks:
-    benchmarks/RESULTS.md). The hook is replaced by one that starts the record on the outermost entry only."""
+    every step ran without prefetching, fetching each module's parameters alone (benchmarks/RESULTS.md, causal LM
+    throughput). The hook is replaced by one that starts the record on the outermost entry only."""
     offload = getattr(engine.optimizer, "parameter_offload", engine.optimizer)  # the optimizer's, or the offload
     if getattr(offload, "fwd_pre_hook", None) is None:
         return  # not ZeRO-3
