@@ -75,6 +75,28 @@ def test_deepspeed_options_and_passthrough_config(tmp_path):
     assert os.environ["DS_ACCELERATOR"] == "cpu"
 
 
+def test_zero3_trace_restarts_once_per_step_though_lightning_enters_the_root_twice():
+    """Lightning's forward redirection calls the LightningModule (the engine's root) inside itself; ZeRO-3's
+    start-of-step hook on the root must fire once per step, or its prefetch trace never completes."""
+    from types import SimpleNamespace
+
+    from dsf_dist.strategy.deepspeed import reset_trace_once_per_step
+
+    class Root(torch.nn.Module):
+        def forward(self, nested: bool) -> int:
+            return self(False) if nested else 0  # as training_step's self(batch) inside the redirected forward
+
+    resets, root = [], Root()
+    coordinator = SimpleNamespace(reset_step=lambda: resets.append(1))
+    old = root.register_forward_pre_hook(lambda module, args: resets.append("old"))
+    offload = SimpleNamespace(fwd_pre_hook=old, get_param_coordinator=lambda: coordinator)
+    reset_trace_once_per_step(SimpleNamespace(module=root, optimizer=SimpleNamespace(parameter_offload=offload)))
+    root(True)
+    root(True)
+    assert resets == [1, 1]  # once per outer call; DeepSpeed's own hook is gone
+    reset_trace_once_per_step(SimpleNamespace(module=root, optimizer=object()))  # not ZeRO-3: left alone
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [

@@ -67,6 +67,10 @@ def load_deepspeed_config(path: str) -> dict[str, Any]:
 
 
 class ResumableDeepSpeedStrategy(DeepSpeedStrategy):
+    def init_deepspeed(self) -> None:
+        super().init_deepspeed()
+        reset_trace_once_per_step(self.model)
+
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         """A ZeRO checkpoint of another world size: rank zero converts it to a universal checkpoint, which every
         rank then loads (DeepSpeed reads `checkpoint.load_universal` from its engine's config at load time)."""
@@ -83,6 +87,32 @@ class ResumableDeepSpeedStrategy(DeepSpeedStrategy):
             return super().load_checkpoint(universal_path(path), weights_only)
         finally:
             config.load_universal_checkpoint = False
+
+
+def reset_trace_once_per_step(engine: Any) -> None:
+    """ZeRO-3 records the order its modules run in during one step, then prefetches parameters along it; a forward
+    pre-hook on the root module (here the LightningModule) starts each step's record. Lightning enters that root
+    twice per step: the engine calls it, its forward redirects to training_step, and training_step's `self(...)`
+    calls it again. The second entry restarted the record, so the trace held one module, broke at the next, and
+    every step ran without prefetching, fetching each module's parameters alone (benchmarks/RESULTS.md, causal LM
+    throughput). The hook is replaced by one that starts the record on the outermost entry only."""
+    offload = getattr(engine.optimizer, "parameter_offload", engine.optimizer)  # the optimizer's, or the offload
+    if getattr(offload, "fwd_pre_hook", None) is None:
+        return  # not ZeRO-3
+    depth = [0]
+
+    def enter(module: torch.nn.Module, args: Any) -> None:
+        if depth[0] == 0:
+            offload.get_param_coordinator().reset_step()
+        depth[0] += 1
+
+    def leave(module: torch.nn.Module, args: Any, output: Any) -> None:
+        depth[0] -= 1
+
+    offload.fwd_pre_hook.remove()
+    # First among the root's pre-hooks, as DeepSpeed's was: the record starts before the root's own fetch.
+    offload.fwd_pre_hook = engine.module.register_forward_pre_hook(enter, prepend=True)
+    engine.module.register_forward_hook(leave, always_call=True)
 
 
 class CPUDeepSpeedStrategy(ResumableDeepSpeedStrategy):
