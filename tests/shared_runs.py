@@ -25,6 +25,9 @@ STRATEGIES = {
     "deepspeed2": ["strategy.name=deepspeed", "strategy.deepspeed.stage=2"],
     "deepspeed3": ["strategy.name=deepspeed", "strategy.deepspeed.stage=3"],
 }
+# The ZeRO-3 run also reports its prefetch trace (tests/zero3_trace.py) beside its run folder (the runs' cwd).
+ZERO3_TRACE = "deepspeed3-trace"  # <ZERO3_TRACE>-rank<R>.json
+WATCHES = {"deepspeed3": [f"callbacks=[{{target: 'zero3_trace:TraceState', kwargs: {{log: {ZERO3_TRACE}}}}}]"]}
 TWO_RANKS = ["trainer.devices=2", "trainer.enable_progress_bar=false"]
 EPOCHS = 2
 
@@ -34,6 +37,7 @@ def reference_run(trained_run: Callable[..., Path], strategy: str) -> Path:
     ranks agree on it) and the default existing model (its comparison is read); the others compare nothing."""
     # run.memory_report only reads the tensors (tests/test_memory.py compares the strategies' figures).
     common = [*STRATEGIES[strategy], *TWO_RANKS, f"trainer.max_epochs={EPOCHS}", "run.memory_report=true"]
+    common += WATCHES.get(strategy, [])
     if strategy == "ddp":
         return trained_run("ddp-2ranks", *sets(*common), named=False)
     return trained_run(f"{strategy}-2ranks", *sets(*common, "existing_model.kind=none"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 from conftest import REPO, copy_run, dsf, results, sets
 from safetensors.torch import load_file
-from shared_runs import EPOCHS, STRATEGIES, TWO_RANKS, assert_same_tensors, optimizer_state, reference_run
+from shared_runs import EPOCHS, STRATEGIES, TWO_RANKS, ZERO3_TRACE, assert_same_tensors, optimizer_state, reference_run
 
 from dsf_dist.checkpoints import checkpoint_format, load_weights
 from dsf_dist.config import load_config
@@ -73,28 +74,6 @@ def test_deepspeed_options_and_passthrough_config(tmp_path):
     assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
     assert zero["overlap_comm"] is False and strategy.config["gradient_clipping"] == 1.0  # the file wins
     assert os.environ["DS_ACCELERATOR"] == "cpu"
-
-
-def test_zero3_trace_restarts_once_per_step_though_lightning_enters_the_root_twice():
-    """Lightning's forward redirection calls the LightningModule (the engine's root) inside itself; ZeRO-3's
-    start-of-step hook on the root must fire once per step, or its prefetch trace never completes."""
-    from types import SimpleNamespace
-
-    from dsf_dist.strategy.deepspeed import reset_trace_once_per_step
-
-    class Root(torch.nn.Module):
-        def forward(self, nested: bool) -> int:
-            return self(False) if nested else 0  # as training_step's self(batch) inside the redirected forward
-
-    resets, root = [], Root()
-    coordinator = SimpleNamespace(reset_step=lambda: resets.append(1))
-    old = root.register_forward_pre_hook(lambda module, args: resets.append("old"))
-    offload = SimpleNamespace(fwd_pre_hook=old, get_param_coordinator=lambda: coordinator)
-    reset_trace_once_per_step(SimpleNamespace(module=root, optimizer=SimpleNamespace(parameter_offload=offload)))
-    root(True)
-    root(True)
-    assert resets == [1, 1]  # once per outer call; DeepSpeed's own hook is gone
-    reset_trace_once_per_step(SimpleNamespace(module=root, optimizer=object()))  # not ZeRO-3: left alone
 
 
 @pytest.mark.parametrize(
@@ -166,6 +145,10 @@ def test_fit_resume_export_and_test_on_two_ranks(tmp_path, trained_run, name):
     tested = results(whole, "test")
     assert tested["num_samples"] == 269 and tested["accuracy"] > 0.7
     assert checkpoint_format(whole / "checkpoints" / "last.ckpt") == FORMATS[name]
+    if name == "deepspeed3":  # ZeRO-3 prefetched along a whole trace (tests/zero3_trace.py) on every rank, in every
+        # step but each epoch's first (validation's forward-only pass ends the trace; a step records it again)
+        traces = [json.loads((whole.parent / f"{ZERO3_TRACE}-rank{r}.json").read_text()) for r in (0, 1)]
+        assert [trace["complete"] for trace in traces] == [[step % 10 > 0 for step in range(EPOCHS * 10)]] * 2
 
     # 1 epoch, stop, resume to 2: the same weights and optimizer state, bit for bit.
     common = sets(*STRATEGIES[name], *TWO_RANKS)

@@ -95,7 +95,8 @@ def reset_trace_once_per_step(engine: Any) -> None:
     twice per step: the engine calls it, its forward redirects to training_step, and training_step's `self(...)`
     calls it again. The second entry restarted the record, so the trace held one module, broke at the next, and
     every step ran without prefetching, fetching each module's parameters alone (benchmarks/RESULTS.md, causal LM
-    throughput). The hook is replaced by one that starts the record on the outermost entry only."""
+    throughput). The hook is replaced by one that starts the record on the outermost entry only (checked on a real
+    2-rank ZeRO-3 run: tests/zero3_trace.py, tests/test_strategies.py)."""
     offload = getattr(engine.optimizer, "parameter_offload", engine.optimizer)  # the optimizer's, or the offload
     if getattr(offload, "fwd_pre_hook", None) is None:
         return  # not ZeRO-3
