@@ -104,7 +104,11 @@ def reset_trace_once_per_step(engine: Any) -> None:
 
     def enter(module: torch.nn.Module, args: Any) -> None:
         if depth[0] == 0:
-            offload.get_param_coordinator().reset_step()
+            coordinator = offload.get_param_coordinator()
+            recording = coordinator.is_record_trace()
+            coordinator.reset_step()
+            if recording and coordinator.is_complete_trace():
+                forget_release_decisions(coordinator)
         depth[0] += 1
 
     def leave(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -114,6 +118,23 @@ def reset_trace_once_per_step(engine: Any) -> None:
     # First among the root's pre-hooks, as DeepSpeed's was: the record starts before the root's own fetch.
     offload.fwd_pre_hook = engine.module.register_forward_pre_hook(enter, prepend=True)
     engine.module.register_forward_hook(leave, always_call=True)
+
+
+def forget_release_decisions(coordinator: Any) -> None:
+    """ZeRO-3 decides which parameters a module releases after running from the recorded trace: those not used
+    again soon (`__params_to_release` in deepspeed/runtime/zero/partitioned_param_coordinator.py). It caches each
+    decision by (module, position in the trace) and never clears that cache, so decisions made under one trace
+    outlive it. Lightning's sanity check runs a forward without a backward; the next step completes that as the
+    trace, and its forward caches "release": under a forward-only trace nothing is used again. The step's backward
+    invalidates that trace, the next ones record the whole forward and backward, but every later forward still
+    released each parameter after use, and each backward fetched it again, one all-gather apiece (benchmarks/
+    RESULTS.md, causal LM throughput). The cache is cleared whenever a newly recorded trace completes."""
+    decide = type(coordinator)._PartitionedParameterCoordinator__params_to_release
+    # The cache (functools.lru_cache) sits under DeepSpeed's NVTX wrapper, in its closure.
+    for candidate in (decide, *(cell.cell_contents for cell in decide.__closure__ or ())):
+        if hasattr(candidate, "cache_clear"):
+            candidate.cache_clear()
+            return
 
 
 class CPUDeepSpeedStrategy(ResumableDeepSpeedStrategy):
