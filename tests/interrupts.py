@@ -85,6 +85,19 @@ class Pace(pl.Callback):
                 out.write(f"{time.time()} {trainer.global_step} {os.getpid()}\n")
 
 
+def paced(log: Path) -> str:
+    """The `callbacks=` override that paces a run with Pace, its rank zero logging each step to `log`."""
+    return f'callbacks=[{{target: "interrupts:Pace", kwargs: {{step_s: 0.3, log: "{log}"}}}}]'
+
+
+def paced_steps(log: Path) -> list[tuple[float, int, int]]:
+    """What Pace logged: (time, global step, pid) per step of rank zero, oldest first; [] before the first."""
+    if not log.exists():
+        return []
+    rows = [line.split() for line in log.read_text().splitlines() if line.strip()]
+    return [(float(at), int(step), int(pid)) for at, step, pid in rows]
+
+
 class SeenSamples(pl.Callback):
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, results, sets
+from interrupts import paced, paced_steps
 from ranks import children, in_group, wait_for
 from slurm_cluster import free_port, running_cluster
 
@@ -143,14 +144,15 @@ def test_torchrun_two_nodes_a_rank_that_raises_ends_the_job(tmp_path):
 
 def test_torchrun_elastic_restart_after_a_lost_node_resumes_from_the_newest_checkpoint(tmp_path):
     pace = tmp_path / "steps.log"
-    overrides = ("checkpoint.every_n_train_steps=2", f'callbacks=[{{target: "interrupts:Pace", kwargs: '
-                 f'{{step_s: 0.3, log: "{pace}"}}}}]')  # fmt: skip
+    overrides = ("checkpoint.every_n_train_steps=2", paced(pace))
     port = free_port()
     agents = two_agents(tmp_path, port, "el", 1, *overrides)
     run = tmp_path / "runs" / "digits-el"
     try:
         last = run / "checkpoints" / "last.ckpt"
-        wait_for(lambda: last.exists() and steps(pace) and steps(pace)[-1][1] >= 5, 240, "step 5", agents[0])
+        wait_for(
+            lambda: last.exists() and paced_steps(pace) and paced_steps(pace)[-1][1] >= 5, 240, "step 5", agents[0]
+        )
         lost = time.time()
         lose(agents[1])  # node 1 is lost: its agent and its rank
         agents.append(agent(tmp_path, "node1-again", port, "el", 1, *overrides))  # its replacement
@@ -159,25 +161,24 @@ def test_torchrun_elastic_restart_after_a_lost_node_resumes_from_the_newest_chec
         stop_all(agents)
     log = log_of(tmp_path, "node0", "node1", "node1-again")
     assert codes == [0, 0], log[-4000:]
-    before = [(at, step) for at, step, _ in steps(pace) if at < lost]
-    after = [(at, step) for at, step, _ in steps(pace) if at > lost]
+    before = [(at, step) for at, step, _ in paced_steps(pace) if at < lost]
+    after = [(at, step) for at, step, _ in paced_steps(pace) if at > lost]
     took = after[0][0] - lost
     print(f"torchrun elastic restart: training ran again {took:.1f} s after node 1 was lost (step {after[0][1]})")
     # From the newest checkpoint: the last even step logged before the kill, or the one before it when the kill
     # came between that step's log line and its save.
     newest = max(step for _, step in before if step % 2 == 0)
     assert after[0][1] - 1 in (newest, newest - 2) and took < RESTART_BOUND_S, log[-4000:]
-    assert steps(pace)[0][2] != steps(pace)[-1][2]  # node 0's rank is a new process: its agent restarted it
+    assert paced_steps(pace)[0][2] != paced_steps(pace)[-1][2]  # node 0's rank is a new process: its agent restarted it
     record = results(run, "train")
     assert record["resumed_from"] == "checkpoints/last.ckpt" and record["global_step"] == 20
 
 
 def test_torchrun_losing_the_node_that_hosts_the_rendezvous_ends_the_job(tmp_path):
     pace = tmp_path / "steps.log"
-    agents = two_agents(tmp_path, free_port(), "host", 1, f'callbacks=[{{target: "interrupts:Pace", kwargs: '
-                        f'{{step_s: 0.3, log: "{pace}"}}}}]')  # fmt: skip
+    agents = two_agents(tmp_path, free_port(), "host", 1, paced(pace))
     try:
-        wait_for(lambda: len(steps(pace)) >= 3, 240, "step 3", agents[0])
+        wait_for(lambda: len(paced_steps(pace)) >= 3, 240, "step 3", agents[0])
         lost = time.time()
         lose(agents[0])  # node 0 hosts the c10d store: the rendezvous goes with it
         code = agents[1].wait(timeout=120)
@@ -188,13 +189,6 @@ def test_torchrun_losing_the_node_that_hosts_the_rendezvous_ends_the_job(tmp_pat
     print(f"torchrun, 2 nodes: node 1's agent exited {took:.1f} s after node 0, the rendezvous host, was lost")
     assert code != 0 and took < BOUND_S, log[-4000:]
     assert "RendezvousConnectionError" in log, log[-4000:]
-
-
-def steps(pace: Path) -> list[tuple[float, int, int]]:
-    if not pace.exists():
-        return []
-    rows = [line.split() for line in pace.read_text().splitlines() if line.strip()]
-    return [(float(at), int(step), int(pid)) for at, step, pid in rows]
 
 
 # -- srun on the loopback SLURM cluster ------------------------------------------------------------------------
