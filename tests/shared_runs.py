@@ -2,10 +2,10 @@
 run per strategy; and the comparisons the tests make between runs: tensors bit for bit, weights and optimizer
 state alike.
 
-Each run is the whole `dsf run` on 2 CPU ranks for 2 epochs, with its memory report. Readers: tests/test_strategies.py
-(fit, resume against it, export and test a copy), tests/test_chaos.py and tests/test_resume.py (the uninterrupted
-runs that stopped runs must end like), tests/test_memory.py (per-rank bytes of each strategy) and, for DDP,
-tests/test_pipeline.py (two ranks name one run folder and write the comparison).
+Each run is the whole `dsf run` on 2 CPU ranks for 2 epochs, with its memory report. Readers:
+tests/test_strategies.py (fit, ZeRO-2's resume against it, export and test a copy), tests/test_chaos.py and
+tests/test_resume.py (the uninterrupted runs that stopped runs must end like), tests/test_memory.py (per-rank bytes of
+each strategy) and, for DDP, tests/test_pipeline.py (two ranks name one run folder and write the comparison).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A stopped run loses nothing (DESIGN.md rule 7), on 2 CPU ranks with the real CLI:
 
-- a run stopped mid-epoch (a signal, a SIGKILL between step checkpoints) and resumed ends with final weights
-  bit-identical to one uninterrupted run of the same config, for ddp, fsdp and deepspeed, with no "not resumable"
-  warning; for ddp through three mixed stops, the run folder moved before each resume;
+- a run stopped mid-epoch (a signal, a SIGKILL between step checkpoints) and resumed ends with final weights and
+  optimizer state bit-identical to one uninterrupted run of the same config, for ddp, fsdp and deepspeed, with no
+  "not resumable" warning; for ddp through three mixed stops, the run folder moved before each resume;
 - a moved run folder resumes its own newest checkpoint: no `last-vN` copies, the best-k still pruned, the paths in
   results/train.json relative to the run folder;
 - a run checkpointed on 2 ranks continues on 1 (each strategy) and one on 1 continues on 2 (ddp): every training
@@ -27,7 +27,7 @@ import torch
 from conftest import copy_run, dsf, results, sets
 from interrupts import digest, seen
 from ranks import finish, start
-from shared_runs import EPOCHS, reference_run
+from shared_runs import EPOCHS, assert_same_tensors, optimizer_state, reference_run
 from shared_runs import STRATEGIES as SHARED_STRATEGIES
 
 from dsf_dist.checkpoints import load_lightning_file, load_weights
@@ -89,6 +89,10 @@ def same_weights(run: Path, reference: Path) -> bool:
     return mine.keys() == theirs.keys() and all(torch.equal(mine[key], theirs[key]) for key in mine)
 
 
+def assert_same_optimizer_state(run: Path, reference: Path) -> None:
+    assert_same_tensors(*(optimizer_state(folder / "checkpoints" / "last.ckpt") for folder in (run, reference)))
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -132,6 +136,7 @@ def test_a_mid_epoch_stop_resumes_bit_identical(trained_run, tmp_path, name):
     assert record["resumed_from"] == "checkpoints/last.ckpt"
     assert record["global_step"] == EPOCHS * STEPS_PER_EPOCH
     assert same_weights(run, reference(trained_run, name))
+    assert_same_optimizer_state(run, reference(trained_run, name))
 
 
 def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(trained_run, tmp_path):
@@ -162,6 +167,7 @@ def test_three_mixed_stops_of_a_moving_run_folder_end_bit_identical(trained_run,
     done = resume(run, "callbacks=[]")
     assert done.returncode == 0, done.stderr[-3000:]
     assert same_weights(run, reference(trained_run, "ddp"))
+    assert_same_optimizer_state(run, reference(trained_run, "ddp"))
     record = results(run, "train")
     assert record["resumed_from"] == "checkpoints/last.ckpt"
     assert record["best_checkpoint"].startswith("checkpoints/") and record["global_step"] == EPOCHS * STEPS_PER_EPOCH
