@@ -1,8 +1,8 @@
 """The session's shared runs (trained once through conftest's `trained_run`): the README's default run, one 2-rank
-run per strategy; and the comparisons the tests make between runs: tensors bit for bit, weights and optimizer
-state alike.
+run per strategy, one ddp_spawn run of a stock LightningModule (ddp_spawn_run); and the comparisons the tests
+make between runs: tensors bit for bit, weights and optimizer state alike.
 
-Each run is the whole `dsf run` on 2 CPU ranks for 2 epochs, with its memory report. Readers:
+Each strategy's run is the whole `dsf run` on 2 CPU ranks for 2 epochs, with its memory report. Readers:
 tests/test_strategies.py (fit, ZeRO-2's resume against it, export and test a copy), tests/test_chaos.py and
 tests/test_resume.py (the uninterrupted runs that stopped runs must end like), tests/test_memory.py (per-rank bytes of
 each strategy) and, for DDP, tests/test_pipeline.py (two ranks name one run folder and write the comparison).
@@ -47,6 +47,16 @@ def default_single_process_run(trained_run: Callable[..., Path]) -> Path:
     """`dsf run` with nothing set, as the README's first command: the embedded default, one process, named by dsf.
     Readers: tests/test_pipeline.py (the run folder, the model, the comparison), tests/test_throughput.py."""
     return trained_run("default", named=False)
+
+
+def ddp_spawn_run(trained_run: Callable[..., Path]) -> Path:
+    """A stock LightningModule and LightningDataModule (tests/user_project.py) on 2 ranks under ddp_spawn for 2
+    epochs, logged to CSV, TensorBoard and MLflow. Readers: tests/test_loggers.py (one run in each logger, the
+    module's contract under ddp_spawn) and tests/test_pipeline.py (the pipeline under ddp_spawn, tested exactly)."""
+    user_pair = ["model.module=user_project:DigitsLitModule", "data.datamodule=user_project:DigitsDataModule"]
+    spawn = ["strategy.name=ddp_spawn", "trainer.devices=2", "trainer.enable_progress_bar=false"]
+    loggers = ["logging.loggers=[csv, tensorboard, mlflow]", f"trainer.max_epochs={EPOCHS}"]
+    return trained_run("ddp-spawn-logged", *sets(*user_pair, *spawn, *loggers))
 
 
 def assert_same_tensors(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:

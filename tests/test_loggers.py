@@ -1,4 +1,5 @@
-"""CSV, TensorBoard and MLflow from `logging.loggers`: one 2-rank ddp_spawn job writes exactly one run in each,
+"""CSV, TensorBoard and MLflow from `logging.loggers`: one 2-rank ddp_spawn job (the session's shared one, which
+tests/test_pipeline.py reads too) writes exactly one run in each,
 holding the resolved config and, after the comparison, its results. The job trains a stock LightningModule and
 LightningDataModule (tests/user_project.py), so it also checks that contract under ddp_spawn."""
 
@@ -10,39 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dsf
+from shared_runs import ddp_spawn_run
 
 from dsf_dist.config import load_config
 from dsf_dist.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def logged_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("loggers")
-    done = dsf(
-        "run",
-        "--output",
-        "runs",
-        "--set",
-        "logging.loggers=[csv, tensorboard, mlflow]",
-        "--set",
-        "model.module=user_project:DigitsLitModule",
-        "--set",
-        "data.datamodule=user_project:DigitsDataModule",
-        "--set",
-        "strategy.name=ddp_spawn",
-        "--set",
-        "trainer.devices=2",
-        "--set",
-        "trainer.max_epochs=2",
-        "--set",
-        "trainer.enable_progress_bar=false",
-        "--set",
-        "run.name=logged",
-        cwd=cwd,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return cwd / "runs" / "logged"
+@pytest.fixture
+def logged_run(trained_run) -> Path:
+    return ddp_spawn_run(trained_run)  # the session's shared one (tests/shared_runs.py): read, never written
 
 
 def test_a_logger_listed_twice_is_refused():
@@ -52,7 +29,7 @@ def test_a_logger_listed_twice_is_refused():
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_mlflow_holds_one_run_with_config_and_comparison(logged_run, monkeypatch):
+def test_mlflow_holds_one_run_with_config_and_comparison(logged_run, monkeypatch, tmp_path):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when told to
@@ -71,7 +48,7 @@ def test_mlflow_holds_one_run_with_config_and_comparison(logged_run, monkeypatch
     assert artifacts == {"config.yaml", "comparison"}
     names = {a.path for a in client.list_artifacts(run.info.run_id, "comparison")}
     assert names == {f"comparison/{n}" for n in ("comparison.json", "comparison.md", "test.json", "eval.json")}
-    local = client.download_artifacts(run.info.run_id, "config.yaml", str(logged_run / "download"))
+    local = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     assert Path(local).read_text() == (logged_run / "config.yaml").read_text()
     report = json.loads((logged_run / "results" / "comparison.json").read_text())
     accuracy = report["comparison"]["accuracy"]

@@ -1,9 +1,11 @@
 """The whole seed pipeline through the real CLI: fit, test the best checkpoint, eval, compare."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import REPO, dsf, only_run_folder, results
-from shared_runs import default_single_process_run, reference_run
+from conftest import REPO, copy_run, dsf, only_run_folder, results
+from shared_runs import ddp_spawn_run, default_single_process_run, reference_run
 
 from dsf_dist.config import load_config
 from dsf_dist.files import read_arrays
@@ -11,6 +13,7 @@ from dsf_dist.files import read_arrays
 pytestmark = pytest.mark.slow
 
 DIGITS_TEST_SIZE = 269  # 15% of 1,797: odd, so 2 ranks cannot split it evenly
+USER_TEST_SIZE = 297  # tests/user_project.py's DigitsDataModule: odd too
 
 
 @pytest.fixture
@@ -52,25 +55,15 @@ def test_default_run_trains_a_good_model_and_a_real_comparison(default_run):
 
 
 @pytest.mark.distributed
-def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
-    done = dsf(
-        "run",
-        "--output",
-        "runs",
-        "--set",
-        "strategy.name=ddp_spawn",
-        "--set",
-        "trainer.devices=2",
-        "--set",
-        "trainer.max_epochs=3",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run_folder(tmp_path / "runs")
+def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(trained_run, tmp_path):
+    """The session's ddp_spawn run (tests/shared_runs.py: a stock LightningModule and LightningDataModule, whose
+    297 test samples 2 ranks cannot split evenly either), tested again in one process on a copy."""
+    shared = ddp_spawn_run(trained_run)
+    run = copy_run(shared, tmp_path)  # dsf test writes into the run folder
     two_ranks = results(run, "test")
     two_rank_preds = read_arrays(run / "results" / "test_predictions.npz")
-    assert two_ranks["num_samples"] == DIGITS_TEST_SIZE and two_ranks["accuracy"] > 0.8
-    assert two_rank_preds["index"].tolist() == list(range(DIGITS_TEST_SIZE))
+    assert two_ranks["num_samples"] == USER_TEST_SIZE and two_ranks["accuracy"] > 0.8
+    assert two_rank_preds["index"].tolist() == list(range(USER_TEST_SIZE))
     assert results(run, "comparison")["comparison"]["accuracy"]["trained"] == two_ranks["accuracy"]
 
     # Test the same checkpoint in one process: every metric must be identical (DESIGN.md rule 2).
@@ -78,6 +71,8 @@ def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     one_rank = results(run, "test")
     one_rank_preds = read_arrays(run / "results" / "test_predictions.npz")
+    # the same checkpoint (test.json names it by its absolute path: here the copy's)
+    assert Path(one_rank.pop("model")).relative_to(run) == Path(two_ranks.pop("model")).relative_to(shared)
     assert one_rank == two_ranks
     np.testing.assert_array_equal(one_rank_preds["target"], two_rank_preds["target"])
     np.testing.assert_allclose(one_rank_preds["preds"], two_rank_preds["preds"], atol=1e-5)
