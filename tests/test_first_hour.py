@@ -348,7 +348,7 @@ def test_testing_another_checkpoint_writes_beside_the_runs_results(stopped_and_r
     after = files_under(run / "results")
     assert {name: after[name] for name in before} == before  # the best checkpoint's results are untouched
     assert set(after) - set(before) == {"test-last.json", "test-last_predictions.npz"}
-    assert json.loads(after["test-last.json"])["model"] == str(run / "checkpoints" / "last.ckpt")
+    assert json.loads(after["test-last.json"])["model"] == "checkpoints/last.ckpt"
 
 
 @pytest.mark.slow

@@ -183,7 +183,7 @@ def test_the_exported_best_checkpoint_tests_alike_in_one_process(tmp_path, train
     done = dsf("export", str(whole), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     exported = load_file(whole / "export" / "model.safetensors")
-    best = load_weights(tested["model"])
+    best = load_weights(whole / tested["model"])
     assert_same_tensors(exported, best)
     done = dsf(
         "test",

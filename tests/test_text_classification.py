@@ -109,7 +109,7 @@ def test_two_fsdp_ranks_train_and_score_like_one_process(fsdp_run, tmp_path):
         "test",
         str(copy),
         "--checkpoint",
-        tested["model"],
+        str(fsdp_run / tested["model"]),  # results name a checkpoint of the run relative to its folder
         *sets("strategy.name=auto", "trainer.devices=1"),
         cwd=tmp_path,
     )
@@ -164,7 +164,7 @@ def test_the_hf_export_loads_in_transformers_with_equal_logits_and_is_a_second_r
     cfg = load_config(copy / "config.yaml", check_machine=False)
     task = task_for(cfg)
     module = task.module(cfg, cfg.model, None).eval()
-    load_into(module, results(copy, "test")["model"])  # the FSDP checkpoint, consolidated
+    load_into(module, copy / results(copy, "test")["model"])  # the FSDP checkpoint, consolidated
     batch = task.collate(cfg)([task.splits(cfg).test[i] for i in range(8)])
     with torch.no_grad():
         ours = module(batch)

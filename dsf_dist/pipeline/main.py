@@ -122,9 +122,10 @@ class Main:
         load_into(model, model_path)
         out = self.run.results / f"{name}_predictions.npz"
         logged = predict_test_set(self.cfg, self.run, model, self.create_data_module(), out)
+        source = {"model": self.run.inside(str(model_path))}  # relative to the run folder, which may move
         if logged is not None:
-            return self._logged(logged, name, {"model": str(model_path)}, type(model).__name__)
-        return self._score(out, name, {"model": str(model_path)})
+            return self._logged(logged, name, source, type(model).__name__)
+        return self._score(out, name, source)
 
     def execute_eval(self) -> dict[str, Any] | None:
         """Score the existing model on the same test samples; None when existing_model.kind is 'none'."""
