@@ -126,11 +126,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         raise ConfigError("--out: only for `dsf compare A B`; a single run's comparison is written to its results/")
-    main = _existing_run(args)
-    results = main.run.results
+    run, cfg = _existing_config(args)
+    results = run.results
     missing = [name for name in ("test.json", "eval.json") if not (results / name).is_file()]
     if missing:
         raise RunFolderError(f"{results}: {', '.join(missing)} missing; run `dsf test` and `dsf eval` on the run first")
+    if not cfg.comparison.enabled:  # said before torch and Lightning load: nothing of the run's is needed
+        print(_not_compared(cfg))
+        return 0
+    main = _main(cfg, run)
     report = main.compare(files.read_json(results / "test.json"), files.read_json(results / "eval.json"))
     if report is None:
         print(_not_compared(main.cfg))
@@ -271,13 +275,21 @@ def _new_run(args: argparse.Namespace, cfg):
 
 
 def _existing_run(args: argparse.Namespace):
+    return _main(*_existing_config(args))
+
+
+def _existing_config(args: argparse.Namespace):
+    """The run folder named on the command line and its config with the --set overrides, torch-free."""
     from dsf_dist.config import load_config
     from dsf_dist.run_folder import RunFolder
 
     run = RunFolder(Path(args.run_dir)).require()
     # compare reads saved results only: a run folder copied to another machine compares without the run's code,
     # data or devices there.
-    cfg = load_config(run.config, args.set, check_machine=args.verb != "compare")
+    return run, load_config(run.config, args.set, check_machine=args.verb != "compare")
+
+
+def _main(cfg, run):
     from dsf_dist.pipeline import Main  # torch and Lightning: only once the run and config are known good
 
     return Main(cfg, run_dir=run.root)

@@ -221,7 +221,10 @@ def test_compare_with_the_comparison_disabled_says_so_and_needs_none_of_the_runs
     # Copied to a machine without the run's own callback package: compare reads results, not code.
     (run / "config.yaml").write_text("callbacks: [{target: 'gone_package.callbacks:Mine'}]\n")
     before = files_under(run)
-    done = dsf("compare", str(run), *sets("comparison.enabled=false"), cwd=tmp_path, timeout=120)
+    args = ["compare", str(run), *sets("comparison.enabled=false")]
+    done = subprocess.run(  # CLI_IN_PROCESS (below) exits 99 had torch or Lightning been imported
+        [sys.executable, "-c", CLI_IN_PROCESS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no comparison: comparison.enabled is false (--set comparison.enabled=true compares)"
     assert files_under(run) == before
