@@ -275,7 +275,8 @@ def _new_run(args: argparse.Namespace, cfg):
 
 
 def _existing_run(args: argparse.Namespace):
-    return _main(*_existing_config(args))
+    run, cfg = _existing_config(args)
+    return _main(cfg, run)
 
 
 def _existing_config(args: argparse.Namespace):
