@@ -43,7 +43,9 @@ def write_plots(folder: Path, report: dict[str, Any], logs: list[tuple[str, Path
 
 def _save(figure: Any, path: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    # The constrained layout already fits every label inside the figure: bbox_inches="tight" would draw each figure
+    # a second time to measure it (about 0.4 s of the 2 s the three plots take on 2 CPU cores).
+    figure.savefig(buffer, format="png", dpi=DPI)
     atomic_write_bytes(path, buffer.getvalue())
 
 
