@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 ASYNC = (
     "trainer.devices=2",
-    "trainer.max_epochs=2",
+    "trainer.max_epochs=1",  # 10 steps, each with a save: enough for a kill mid-write and a resume after it
     "trainer.limit_val_batches=2",
     "trainer.enable_progress_bar=false",
     "existing_model.kind=none",
@@ -56,7 +56,7 @@ def test_a_kill_during_a_background_write_keeps_the_previous_checkpoint(trained_
     config = (*ASYNC, *STRATEGIES[name])
     reference = trained_run(f"async-{name}", *sets(*config), verb="train")
     saves = results(reference, "train")["checkpoint_seconds"]
-    assert saves["saves"] >= 20 and 0 < saves["blocked_s"] < saves["written_s"], saves
+    assert saves["saves"] >= 10 and 0 < saves["blocked_s"] < saves["written_s"], saves
 
     job = start("train", "--output", "runs", *sets(*config, "run.name=async"), cwd=tmp_path, log=tmp_path / "log")
     run = tmp_path / "runs" / "async"
@@ -67,7 +67,7 @@ def test_a_kill_during_a_background_write_keeps_the_previous_checkpoint(trained_
     check_resumable(last)  # whole: the torn write is only the staging copy
     step = saved_step(last)
     print(f"killed while the write after step {step} was in flight")
-    assert 0 < step < 20
+    assert 0 < step < 10
 
     done = dsf("train", "-c", str(run / "config.yaml"), "--resume", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -270,7 +270,8 @@ def token_project(tmp_path_factory) -> Path:
 
 def test_a_transformer_task_resumes_mid_epoch_bit_identical(token_project, tmp_path):
     os.environ["HF_HUB_OFFLINE"] = "1"
-    common = [*BASE, *QUICK, *STRATEGIES["ddp"], "checkpoint.monitor=val_loss"]
+    # One epoch of 5 steps: the stop (after step 1 to 3) is mid-epoch, and the resume ends the run.
+    common = [*BASE, *QUICK, *STRATEGIES["ddp"], "checkpoint.monitor=val_loss", "trainer.max_epochs=1"]
     args = ["-c", str(token_project / "tokens.yaml"), "--output", str(tmp_path)]
     whole = dsf("train", *args, *sets(*common, "run.name=whole"), cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
