@@ -33,7 +33,7 @@ from dsf_dist.pipeline.trainer import check_steps, fit
 from dsf_dist.run_folder import RunFolder, best_checkpoint, name_run
 from dsf_dist.scoring.predictions import Predictions, require_same_samples
 from dsf_dist.strategy.checks import check_model
-from dsf_dist.tasks import task_for
+from dsf_dist.tasks import Task, task_for
 
 
 def as_config(cfg: DsfConfig | dict[str, Any] | str | Path) -> DsfConfig:
@@ -56,14 +56,19 @@ class Main:
         dataset_path: str | None = None,
         test_dataset_path: str | None = None,
         run_dir: str | Path | None = None,
+        task: Task | None = None,
     ) -> None:
+        """`task`: the config's task, made and checked by the caller (the CLI: so that refusals come before
+        Lightning loads, and what `dsf run` read of the data is not read again)."""
         cfg = as_config(cfg)
         if dataset_path is not None or test_dataset_path is not None:
             cfg = cfg.model_copy(deep=True)
             cfg.data.path = dataset_path or cfg.data.path
             cfg.data.test_path = test_dataset_path or cfg.data.test_path
-        self.task = task_for(cfg)
-        self.task.check(cfg)
+        if task is None:
+            task = task_for(cfg)
+            task.check(cfg)
+        self.task = task
         self.env = resolve()
         self.cfg = cfg if run_dir else name_run(cfg, self.env)
         self.run = RunFolder(Path(run_dir) if run_dir else Path(self.cfg.run.output_root) / self.cfg.run.name)

@@ -64,6 +64,11 @@ class Task:
             fix = f"use one of {', '.join(computed)}" if computed else f"enable one of {flags}"
         raise ConfigError(f"comparison.primary_metric: '{primary}' is not computed by a {self.name} run; {fix}")
 
+    def check_data(self, cfg: DsfConfig) -> None:
+        """The task's own files (data, tokenizer, a pretrained head), read by `dsf run` and `dsf train` before
+        Lightning loads, so that their refusals come in seconds; what is read stays on this task, which the
+        pipeline then uses. Default: nothing (what the built-in datasets hold is checked when they are split)."""
+
     def check_before_fit(self, cfg: DsfConfig) -> None:
         """What only the task's own files show (an existing model's labels, say), before the run folder exists."""
 

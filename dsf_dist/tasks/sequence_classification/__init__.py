@@ -60,6 +60,16 @@ class SequenceClassificationTask(ClassificationTask):
         if existing.kind == "pretrained":
             folders.folder_config(existing.path, "existing_model.path", model.trust_remote_code)
 
+    def check_data(self, cfg: DsfConfig) -> None:
+        if cfg.data.datamodule:  # the user's data module reads the data
+            return
+        names = self.labels(cfg)  # data.path and data.test_path: columns, rows, the test labels
+        model = cfg.model
+        if model.pretrained and not model.module:
+            self.tokenizer(cfg)  # kept for the run: it must fit the model's embeddings
+            folders.trained_columns(model.pretrained, names, model.new_head, model.trust_remote_code)
+        self.check_before_fit(cfg)
+
     def check_before_fit(self, cfg: DsfConfig) -> None:
         if cfg.existing_model.kind == "pretrained":
             folders.existing_columns(cfg.existing_model.path, self.labels(cfg), cfg.model.trust_remote_code)

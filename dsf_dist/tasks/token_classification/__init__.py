@@ -88,6 +88,10 @@ class TokenClassificationTask(ClassificationTask):
                 "set kind to pretrained (a model folder), checkpoint, previous or none"
             )
 
+    def check_data(self, cfg: DsfConfig) -> None:
+        if not cfg.data.datamodule:
+            corpora(cfg)  # read once per process (_corpus is cached): splits() reuses it
+
     def check_before_fit(self, cfg: DsfConfig) -> None:
         check_existing(cfg)
 
