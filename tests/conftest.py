@@ -44,12 +44,27 @@ if WORKER is not None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def dsf(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python -m dsf_dist ARGS` in `cwd`; `env` adds to this process's environment."""
+# The CLI as `python -m dsf_dist` runs it, then exit 99 if it imported one of the packages named in argv[1].
+FORBIDDING = """
+import sys
+from dsf_dist import cli
+forbidden = sys.argv.pop(1).split(",")
+code = cli.main(sys.argv[1:])
+sys.exit(99 if any(module.split(".")[0] in forbidden for module in sys.modules) else code)
+"""
+
+
+def dsf(
+    *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None, forbid: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """`python -m dsf_dist ARGS` in `cwd`; `env` adds to this process's environment. With `forbid` (top-level
+    package names), the command exits 99 instead of its own code had it imported any of them: a refusal that
+    must come before torch or Lightning loads."""
     # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
     path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    command = ["-c", FORBIDDING, ",".join(forbid)] if forbid else ["-m", "dsf_dist"]
     return subprocess.run(
-        [sys.executable, "-m", "dsf_dist", *args],
+        [sys.executable, *command, *args],
         cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})},
         capture_output=True,

@@ -222,9 +222,7 @@ def test_compare_with_the_comparison_disabled_says_so_and_needs_none_of_the_runs
     (run / "config.yaml").write_text("callbacks: [{target: 'gone_package.callbacks:Mine'}]\n")
     before = files_under(run)
     args = ["compare", str(run), *sets("comparison.enabled=false")]
-    done = subprocess.run(  # CLI_IN_PROCESS (below) exits 99 had torch or Lightning been imported
-        [sys.executable, "-c", CLI_IN_PROCESS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    done = dsf(*args, cwd=tmp_path, timeout=60, forbid=BEFORE_TORCH)  # exit 99 had torch or Lightning loaded
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no comparison: comparison.enabled is false (--set comparison.enabled=true compares)"
     assert files_under(run) == before
@@ -241,13 +239,7 @@ def test_compare_two_results_folders_with_the_comparison_disabled_says_so(tmp_pa
     assert not (tmp_path / "a" / "compare-b").exists()
 
 
-CLI_IN_PROCESS = """
-import sys
-from dsf_dist import cli
-code = cli.main(sys.argv[1:])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pytorch_lightning"))
-sys.exit(code if not heavy else 99)
-"""
+BEFORE_TORCH = ("torch", "pytorch_lightning")
 
 
 @pytest.mark.parametrize("verb", ["run", "train"])
@@ -255,10 +247,7 @@ def test_a_taken_run_name_is_refused_before_torch_naming_resume(tmp_path, verb):
     (tmp_path / "out" / "taken").mkdir(parents=True)
     (tmp_path / "out" / "taken" / "config.yaml").write_text("{}\n")
     args = [verb, "--output", "out", *sets("run.name=taken")]
-    done = subprocess.run(
-        [sys.executable, "-c", CLI_IN_PROCESS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    line = refusal(done)  # exit 2, not 99: torch was never imported
+    line = refusal(dsf(*args, cwd=tmp_path, timeout=60, forbid=BEFORE_TORCH))  # exit 2, not 99: no torch loaded
     assert line == (
         f"out/taken: run folder already exists; continue it with `dsf {verb} -c out/taken/config.yaml --resume`, "
         "or choose another run.name or --output"
