@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _new_config(args)
+    cfg, task = _new_config(args)
     finished = _finished_or_taken(cfg, args.verb)
     if finished is not None:
         return finished
-    main = _new_run(args, cfg)
+    main = _new_run(args, cfg, task)
     report = main.execute()
     if not main.env.is_rank_zero:
         return 0
@@ -69,9 +69,9 @@ def _not_compared(cfg) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _new_config(args)
+    cfg, task = _new_config(args)
     _finished_or_taken(cfg, args.verb)
-    main = _new_run(args, cfg)
+    main = _new_run(args, cfg, task)
     best = main.execute_trainer()
     if main.env.is_rank_zero:
         print(f"best checkpoint: {best}\nrun folder: {main.run.root}")
@@ -258,14 +258,12 @@ def _new_config(args: argparse.Namespace):
     cfg = load_config(args.config, entry.overrides(args), args.output)
     check_strategy_devices(cfg)
     check_launch(cfg.trainer, cfg.strategy.name)
-    task_for(cfg).check(cfg)  # torch-free, so a task's refusal comes before torch and Lightning load
-    return cfg
-
-
-def _new_run(args: argparse.Namespace, cfg):
-    from dsf_dist.tasks import task_for
-
     task = task_for(cfg)
+    task.check(cfg)  # before Lightning loads; before torch too, but for sequence_classification (its folder checks)
+    return cfg, task
+
+
+def _new_run(args: argparse.Namespace, cfg, task):
     task.check_data(cfg)  # bad data is refused in seconds, before Lightning loads (about 6 s on 2 CPU cores)
 
     from dsf_dist.pipeline import Main  # torch and Lightning: only once the config and data are known good
