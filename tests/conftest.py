@@ -19,11 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from forkserver import ForkServer
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; None in a plain run
@@ -44,6 +46,14 @@ if WORKER is not None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Every `dsf` command of this process, except those that must start from nothing (forbid), is forked from one
+# server that has imported Lightning once (tests/forkserver.py). DSF_TEST_FORK=0 starts each as a new process.
+FORK_SERVER = (
+    None
+    if os.environ.get("DSF_TEST_FORK") == "0"
+    else ForkServer(Path(tempfile.gettempdir()) / f"dsf-forkserver-{WORKER or 'main'}-{os.getpid()}.log")
+)
+
 # The CLI as `python -m dsf_dist` runs it, then exit 99 if it imported one of the packages named in argv[1].
 FORBIDDING = """
 import sys
@@ -57,19 +67,17 @@ sys.exit(99 if any(module.split(".")[0] in forbidden for module in sys.modules) 
 def dsf(
     *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None, forbid: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
-    """`python -m dsf_dist ARGS` in `cwd`; `env` adds to this process's environment. With `forbid` (top-level
-    package names), the command exits 99 instead of its own code had it imported any of them: a refusal that
-    must come before torch or Lightning loads."""
+    """`python -m dsf_dist ARGS` in `cwd`, forked from FORK_SERVER; `env` adds to this process's environment.
+    With `forbid` (top-level package names), a new process that exits 99 instead of its own code had it imported
+    any of them: a refusal that must come before torch or Lightning loads."""
     # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
     path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
+    if not forbid and FORK_SERVER is not None:  # forked from a Python that has Lightning imported (forkserver.py)
+        return FORK_SERVER.run(list(args), cwd, env, timeout)
     command = ["-c", FORBIDDING, ",".join(forbid)] if forbid else ["-m", "dsf_dist"]
     return subprocess.run(
-        [sys.executable, *command, *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        [sys.executable, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -198,6 +206,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def pytest_sessionfinish() -> None:
     RAY_HEAD.stop()
+    if FORK_SERVER is not None:
+        FORK_SERVER.stop()
 
 
 GROUPS_LONGEST_FIRST = ["ray_head", "test_causal_lm_runs", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]
