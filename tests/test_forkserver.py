@@ -1,0 +1,64 @@
+"""The fork server (tests/forkserver.py) that conftest.dsf runs every `dsf` command through behaves as a new
+`python -m dsf_dist` process would: the same exit code, stdout and stderr; the request's working directory,
+environment and import path; `__main__` as `-m` sets it (Lightning's launcher re-runs it for the other ranks);
+files written after the server started are importable; a timeout ends the command's whole process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FORK_SERVER, REPO, dsf
+
+pytestmark = pytest.mark.skipif(FORK_SERVER is None, reason="DSF_TEST_FORK=0: no fork server in this run")
+
+PROBE = """
+import json, os, sys, time
+main = sys.modules["__main__"]
+json.dump({
+    "pid": os.getpid(), "cwd": os.getcwd(), "path0": sys.path[0], "argv0": sys.argv[0],
+    "main": main.__spec__.name, "test": os.environ.get("PYTEST_CURRENT_TEST", ""),
+}, open("probe.json", "w"))
+time.sleep(600)
+
+
+class Probe:  # what dsf checks for before it imports the module
+    pass
+"""
+
+
+def new_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "dsf_dist", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("config", "--set", "trainer.max_epochs=2"),  # stdout, exit 0
+        ("config", "--set", "trainer.max_epoch=2"),  # a one-line error on stderr, exit 2
+        ("config", "-c", "missing.yaml"),  # a path relative to the working directory
+        ("frobnicate",),  # argparse's own error and usage
+    ],
+)
+def test_a_forked_command_prints_and_exits_as_a_new_process(tmp_path, args):
+    forked, fresh = dsf(*args, cwd=tmp_path), new_process(*args, cwd=tmp_path)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+def test_a_forked_command_runs_where_and_as_asked_and_a_timeout_ends_its_group(tmp_path, request):
+    (tmp_path / "probe.py").write_text(PROBE)  # written after the server started: found all the same
+    args = ["run", "--output", "runs", "--set", "data.datamodule=probe:Probe", "--set", "existing_model.kind=none"]
+    with pytest.raises(subprocess.TimeoutExpired):
+        dsf(*args, cwd=tmp_path, timeout=15)
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["cwd"] == probe["path0"] == str(tmp_path)
+    assert probe["argv0"] == str(REPO / "dsf_dist" / "__main__.py") and probe["main"] == "dsf_dist.__main__"
+    assert request.node.name in probe["test"]
+    assert not Path(f"/proc/{probe['pid']}").exists()  # killed with its group, and reaped by the server
