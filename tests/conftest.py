@@ -67,13 +67,14 @@ sys.exit(99 if any(module.split(".")[0] in forbidden for module in sys.modules) 
 def dsf(
     *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None, forbid: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
-    """`python -m dsf_dist ARGS` in `cwd`, forked from FORK_SERVER; `env` adds to this process's environment.
+    """`python -m dsf_dist ARGS` in `cwd`, forked from FORK_SERVER (a new process while the server runs a job that
+    ranks.start started); `env` adds to this process's environment.
     With `forbid` (top-level package names), a new process that exits 99 instead of its own code had it imported
     any of them: a refusal that must come before torch or Lightning loads."""
     # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
     path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
-    if not forbid and FORK_SERVER is not None:  # forked from a Python that has Lightning imported (forkserver.py)
+    if not forbid and FORK_SERVER is not None and FORK_SERVER.idle:  # forked from a Python with Lightning imported
         return FORK_SERVER.run(list(args), cwd, env, timeout)
     command = ["-c", FORBIDDING, ",".join(forbid)] if forbid else ["-m", "dsf_dist"]
     return subprocess.run(

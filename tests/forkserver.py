@@ -2,16 +2,17 @@
 third-party packages, instead of started from nothing: the same CLI, run the same way, without paying for those
 imports again (about 6.5 s of CPU per `dsf` command on the 2-core CI machine, and the suite starts ~100 of them).
 
-One server per pytest worker (conftest.dsf starts it on first use). It imports the packages below, then waits for
-requests on its stdin, one at a time: for each it forks a child, sends back the child's PID, waits for it, and
-sends back its exit status. The child leaves the server loop and becomes `python -m dsf_dist ARGS`: its own
+One server per pytest worker (conftest.dsf and ranks.start start it on first use). It imports the packages below,
+then waits for requests on its stdin, one at a time: for each it forks a child, sends back the child's PID, waits
+for it, and sends back its exit status. The child leaves the server loop and becomes `python -m dsf_dist ARGS`: its own
 process group, the request's working directory, environment, stdout and stderr files, stdin from /dev/null, and
 then `runpy` runs dsf_dist's `__main__` exactly as `-m` does, through the interpreter's normal exit.
 
 dsf_dist itself is not preloaded: every dsf module is imported fresh in each child, so no state of dsf's own (a
 watchdog's parent PID, a say-once flag) comes from the server. What a preloaded package read from the environment
 at import time is the server's, so a server serves only requests whose environment equals the one it started with
-(but for the variables named in CALL_TIME); for any other, the client starts a new server with that environment.
+(but for the variables named in CALL_TIME and dsf's own DSF_*, which only dsf and the tests' callbacks read, when
+they run); for any other, the client starts a new server with that environment.
 
 Protocol (JSON lines): request {"argv", "cwd", "env", "stdout", "stderr"}; replies {"pid"}, then {"status"}, the
 status as subprocess reports it (negative: killed by that signal).
@@ -35,7 +36,7 @@ from pathlib import Path
 
 # What `dsf run` imports from other packages, heaviest first (torchmetrics pulls in transformers and scipy).
 PRELOAD = ("pytorch_lightning", "torchmetrics", "transformers", "matplotlib", "sklearn.datasets", "numpy")
-# Read when used, not when imported: a request may differ from the server's environment in these.
+# Read when used, not when imported: a request may differ from the server's environment in these (and DSF_*).
 CALL_TIME = ("PYTEST_CURRENT_TEST", "PYTEST_XDIST_TESTRUNUID")
 # Signals a fresh interpreter has at their defaults; a child resets them in case a preloaded package set one.
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGHUP)
@@ -82,13 +83,11 @@ def become(request: dict) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update({**ADDED, **request["env"]})
-    for fd, path, mode in (
-        (0, os.devnull, os.O_RDONLY),
-        (1, request["stdout"], os.O_WRONLY),
-        (2, request["stderr"], os.O_WRONLY),
-    ):
-        opened = os.open(path, mode)
+    stdin, stdout = os.open(os.devnull, os.O_RDONLY), os.open(request["stdout"], os.O_WRONLY | os.O_APPEND)
+    stderr = stdout if request["stderr"] == request["stdout"] else os.open(request["stderr"], os.O_WRONLY)
+    for fd, opened in ((0, stdin), (1, stdout), (2, stderr)):  # one file for both: one offset, as with STDOUT
         os.dup2(opened, fd)
+    for opened in {stdin, stdout, stderr}:
         os.close(opened)
     sys.path[0] = os.getcwd()  # as `-m` sets it
     importlib.invalidate_caches()  # files written since the server started (a user's module) are found
@@ -100,46 +99,65 @@ if __name__ == "__main__":
     runpy.run_module("dsf_dist", run_name="__main__", alter_sys=True)
 
 
-# --- the client (imported by conftest) ---
+# --- the client (imported by conftest and ranks) ---
+
+
+def call_time(key: str) -> bool:
+    return key in CALL_TIME or key.startswith("DSF_")
 
 
 class ForkServer:
     """The worker's server, started on first use with the request's environment, and again whenever a request's
-    environment differs from the one it started with (or after a server died)."""
+    environment differs from the one it started with (or after a server died). It runs one command at a time:
+    while a `start`ed job runs, `idle` is false and callers start a new process instead."""
 
     def __init__(self, log: Path) -> None:
         self.log = log
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
         self.added: dict[str, str] = {}
+        self.job: ForkedJob | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.job is None or self.job.poll() is not None
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
         """As `subprocess.run([python, -m, dsf_dist, *argv], capture_output=True, text=True, ...)` returns it."""
+        command = [sys.executable, "-m", "dsf_dist", *argv]
+        with tempfile.TemporaryDirectory(prefix="dsf-fork-") as scratch:
+            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
+            job = self.start(argv, cwd, env, out, err)
+            try:
+                status = job.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.pid, signal.SIGKILL)
+                job.wait(60)
+                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
+            return subprocess.CompletedProcess(command, status, out.read_text(), err.read_text())
+
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> ForkedJob:
+        """`python -m dsf_dist ARGV` as the leader of its own process group, writing into the two files (one
+        file for both, like stderr=STDOUT); the handle has Popen's pid, poll, wait and returncode."""
+        assert self.idle, "the fork server runs one command at a time"
         if self.process is not None and self.process.poll() is not None:
             self._note(f"the server had exited ({self.process.returncode}); a new one")
             self.process = None
         if self.process is not None and not self._same(env):
-            changed = sorted(key for key in {*env, *self.env} - {*CALL_TIME} if env.get(key) != self.env.get(key))
+            changed = sorted(
+                key for key in {*env, *self.env} if not call_time(key) and env.get(key) != self.env.get(key)
+            )
             self._note(f"a new server for a changed environment: {', '.join(changed)}")
             self.stop()  # a test set a variable, or Lightning did in the worker: a server for the new environment
         if self.process is None:
             self._start(env)
-        command = [sys.executable, "-m", "dsf_dist", *argv]
-        with tempfile.TemporaryDirectory(prefix="dsf-fork-") as scratch:
-            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
-            out.touch()
-            err.touch()
-            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            pid = self._reply(60)["pid"]
-            try:
-                status = self._reply(timeout)["status"]
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                self._reply(60)
-                raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
-            return subprocess.CompletedProcess(command, status, out.read_text(), err.read_text())
+        for path in {stdout, stderr}:
+            path.write_text("")
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        self.job = ForkedJob(self, self._reply(60)["pid"])
+        return self.job
 
     def _start(self, env: dict[str, str]) -> None:
         with open(self.log, "a") as log:
@@ -147,7 +165,7 @@ class ForkServer:
                 [sys.executable, __file__], cwd=Path(__file__).parent, env=env, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=log, bufsize=0,
             )  # fmt: skip
-        self.env = {key: value for key, value in env.items() if key not in CALL_TIME}
+        self.env = {key: value for key, value in env.items() if not call_time(key)}
         self.added = self._reply(300)["added"]
 
     def _note(self, line: str) -> None:
@@ -155,11 +173,11 @@ class ForkServer:
             log.write(f"forkserver: {line}\n")
 
     def _same(self, env: dict[str, str]) -> bool:
-        """Equal but for CALL_TIME, and for what the server's own imports set (present or not)."""
-        keys = {*env, *self.env} - {*CALL_TIME}
+        """Equal but for the call-time variables, and for what the server's own imports set (present or not)."""
         return all(
             env.get(key) == self.env.get(key) or (key in self.added and env.get(key) in (None, self.added[key]))
-            for key in keys
+            for key in {*env, *self.env}
+            if not call_time(key)
         )
 
     def _reply(self, timeout: float) -> dict:
@@ -167,8 +185,8 @@ class ForkServer:
         deadline = time.monotonic() + timeout
         line = b""
         while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.process.stdout], [], [], left)[0]:
+            left = max(0.0, deadline - time.monotonic())  # 0: only what is already there (poll)
+            if not select.select([self.process.stdout], [], [], left)[0]:
                 raise TimeoutError
             byte = self.process.stdout.read(1)
             if not byte:
@@ -181,3 +199,25 @@ class ForkServer:
             self.process.stdin.close()
             self.process.wait(timeout=30)
         self.process = None
+
+
+class ForkedJob:
+    """A command the server forked: what tests use of subprocess.Popen (pid, poll, wait, returncode)."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                self.returncode = self.server._reply(0)["status"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self.returncode = self.server._reply(10**9 if timeout is None else timeout)["status"]
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(f"dsf (pid {self.pid})", timeout) from None
+        return self.returncode
