@@ -52,6 +52,7 @@ def test_a_forked_command_prints_and_exits_as_a_new_process(tmp_path, args):
     assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
 
 
+@pytest.mark.slow  # waits out a 15-s timeout
 def test_a_forked_command_runs_where_and_as_asked_and_a_timeout_ends_its_group(tmp_path, request):
     (tmp_path / "probe.py").write_text(PROBE)  # written after the server started: found all the same
     args = ["run", "--output", "runs", "--set", "data.datamodule=probe:Probe", "--set", "existing_model.kind=none"]
