@@ -64,6 +64,13 @@ sys.exit(99 if any(module.split(".")[0] in forbidden for module in sys.modules) 
 """
 
 
+def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a `dsf` command, plus `extra`: unbuffered output, and tests/ on the path,
+    so configs can name tests/user_project.py as a user's own project."""
+    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(extra or {})}
+
+
 def dsf(
     *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None, forbid: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess:
@@ -71,9 +78,7 @@ def dsf(
     ranks.start started); `env` adds to this process's environment.
     With `forbid` (top-level package names), a new process that exits 99 instead of its own code had it imported
     any of them: a refusal that must come before torch or Lightning loads."""
-    # tests/ on the path, so configs can name tests/user_project.py as a user's own project.
-    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
+    env = command_env(env)
     if not forbid and FORK_SERVER is not None and FORK_SERVER.idle:  # forked from a Python with Lightning imported
         return FORK_SERVER.run(list(args), cwd, env, timeout)
     command = ["-c", FORBIDDING, ",".join(forbid)] if forbid else ["-m", "dsf_dist"]

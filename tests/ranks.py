@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import FORK_SERVER, REPO
+from conftest import FORK_SERVER, command_env
 from forkserver import ForkedJob
 
 
@@ -23,8 +23,7 @@ def start(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -
     """`python -m dsf_dist ARGS` as the leader of a new process group, stdout and stderr into `log`; `env` adds
     to this process's environment. Forked from conftest's FORK_SERVER when it is free (the handle then has what
     tests use of Popen: pid, poll, wait, returncode)."""
-    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
+    env = command_env(env)
     if FORK_SERVER is not None and FORK_SERVER.idle:
         return FORK_SERVER.start(list(args), cwd, env, stdout=log, stderr=log)
     with open(log, "w") as out:

@@ -6,13 +6,12 @@ files written after the server started are importable; a timeout ends the comman
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import FORK_SERVER, REPO, dsf
+from conftest import FORK_SERVER, REPO, command_env, dsf
 
 pytestmark = pytest.mark.skipif(FORK_SERVER is None, reason="DSF_TEST_FORK=0: no fork server in this run")
 
@@ -32,10 +31,8 @@ class Probe:  # what dsf checks for before it imports the module
 
 
 def new_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     command = [sys.executable, "-m", "dsf_dist", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, env=command_env(), capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(
