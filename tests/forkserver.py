@@ -6,7 +6,8 @@ One server per pytest worker (conftest.dsf and ranks.start start it on first use
 then waits for requests on its stdin, one at a time: for each it forks a child, sends back the child's PID, waits
 for it, and sends back its exit status. The child leaves the server loop and becomes `python -m dsf_dist ARGS`: its own
 process group, the request's working directory, environment, stdout and stderr files, stdin from /dev/null, and
-then `runpy` runs dsf_dist's `__main__` exactly as `-m` does, through the interpreter's normal exit.
+then `runpy` runs dsf_dist's `__main__` exactly as `-m` does, through the interpreter's normal exit. The ranks
+Lightning launches from such a command are forked too (tests/forked_ranks.py).
 
 dsf_dist itself is not preloaded: every dsf module is imported fresh in each child, so no state of dsf's own (a
 watchdog's parent PID, a say-once flag) comes from the server. What a preloaded package read from the environment
@@ -95,8 +96,11 @@ def become(request: dict) -> None:
 
 
 if __name__ == "__main__":
+    from forked_ranks import RANK_MODULE, fork_zygote  # from this file's folder: before `become` sets sys.path[0]
+
     become(serve())
-    runpy.run_module("dsf_dist", run_name="__main__", alter_sys=True)
+    rank = fork_zygote()  # None here; in a rank Lightning's launcher started from this command, its request
+    runpy.run_module(RANK_MODULE if rank else "dsf_dist", run_name="__main__", alter_sys=True)
 
 
 # --- the client (imported by conftest and ranks) ---

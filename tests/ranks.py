@@ -1,7 +1,8 @@
 """Start `dsf` in its own process group, find its ranks by PID, and SIGKILL them at chosen points.
 
 Under Lightning's `ddp` launcher rank zero is the process `dsf` started and the other ranks are its children
-(`python -m dsf_dist ...` re-run with the run's config); helper processes are told apart by their command line.
+(`python -m dsf_dist ...` re-run with the run's config, or forked as that: tests/forked_ranks.py); helper processes
+are told apart by their command line, or the forked ranks' name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import FORK_SERVER, command_env
+from forked_ranks import RANK_NAME
 from forkserver import ForkedJob
 
 
@@ -52,9 +54,16 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def name(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/comm").read_bytes().strip()
+    except OSError:
+        return b""
+
+
 def other_ranks(leader: int) -> list[int]:
     """PIDs of the ranks rank zero (`leader`) launched."""
-    return [pid for pid in children(leader) if "dsf_dist" in cmdline(pid)]
+    return [pid for pid in children(leader) if "dsf_dist" in cmdline(pid) or name(pid) == RANK_NAME]
 
 
 def in_group(pgid: int) -> list[int]:

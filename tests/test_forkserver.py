@@ -1,7 +1,9 @@
 """The fork server (tests/forkserver.py) that conftest.dsf runs every `dsf` command through behaves as a new
 `python -m dsf_dist` process would: the same exit code, stdout and stderr; the request's working directory,
 environment and import path; `__main__` as `-m` sets it (Lightning's launcher re-runs it for the other ranks);
-files written after the server started are importable; a timeout ends the command's whole process group."""
+files written after the server started are importable; a timeout ends the command's whole process group. The rank
+Lightning launches from a forked command (tests/forked_ranks.py) is the command's child and trains as a new
+process does, to the same weights bit for bit."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FORK_SERVER, REPO, command_env, dsf
+import torch
+from conftest import FORK_SERVER, REPO, command_env, dsf, sets
+from forked_ranks import RANK_NAME
+from ranks import cmdline, finish, name, other_ranks, start, wait_for
+from shared_runs import assert_same_tensors
 
 pytestmark = pytest.mark.skipif(FORK_SERVER is None, reason="DSF_TEST_FORK=0: no fork server in this run")
 
@@ -60,3 +66,21 @@ def test_a_forked_command_runs_where_and_as_asked_and_a_timeout_ends_its_group(t
     assert probe["argv0"] == str(REPO / "dsf_dist" / "__main__.py") and probe["main"] == "dsf_dist.__main__"
     assert request.node.name in probe["test"]
     assert not Path(f"/proc/{probe['pid']}").exists()  # killed with its group, and reaped by the server
+
+
+@pytest.mark.distributed
+def test_a_rank_forked_from_a_forked_command_trains_as_a_new_process(tmp_path):
+    short = ["strategy.name=ddp", "trainer.devices=2", "trainer.max_epochs=1", "trainer.limit_train_batches=4"]
+    args = ["run", *sets("run.name=r", "existing_model.kind=none", "trainer.enable_progress_bar=false", *short)]
+    weights, kinds = {}, {}
+    for kind, fork_ranks in (("forked", "1"), ("new", "0")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        job = start(*args, cwd=folder, log=folder / "log.txt", env={"DSF_TEST_FORK_RANKS": fork_ranks})
+        rank = wait_for(lambda: other_ranks(job.pid), 120, "rank 1 to start", job)[0]  # noqa: B023
+        kinds[kind] = (name(rank), "dsf_dist.__main__" in cmdline(rank))
+        assert finish(job, 240) == 0, (folder / "log.txt").read_text()[-3000:]
+        last = torch.load(folder / "runs/r/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+        weights[kind] = last["state_dict"]
+    assert kinds == {"forked": (RANK_NAME, False), "new": (b"python", True)}
+    assert_same_tensors(weights["forked"], weights["new"])
