@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from forkserver import ForkServer
+from forkserver import BEFORE_LIGHTNING, ForkServer
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; None in a plain run
@@ -46,13 +46,14 @@ if WORKER is not None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# Every `dsf` command of this process, except those that must start from nothing (forbid), is forked from one
-# server that has imported Lightning once (tests/forkserver.py). DSF_TEST_FORK=0 starts each as a new process.
-FORK_SERVER = (
-    None
-    if os.environ.get("DSF_TEST_FORK") == "0"
-    else ForkServer(Path(tempfile.gettempdir()) / f"dsf-forkserver-{WORKER or 'main'}-{os.getpid()}.log")
-)
+# Every `dsf` command of this process is forked from one server that has imported Lightning once
+# (tests/forkserver.py); a refusal that must come before Lightning (forbid) from one that has imported only what
+# such a refusal may (but for one that must come before torch too: a new process). DSF_TEST_FORK=0 starts each
+# as a new process.
+FORKING = os.environ.get("DSF_TEST_FORK") != "0"
+FORK_LOG = Path(tempfile.gettempdir()) / f"dsf-forkserver-{WORKER or 'main'}-{os.getpid()}.log"
+FORK_SERVER = ForkServer(FORK_LOG) if FORKING else None
+REFUSAL_SERVER = ForkServer(FORK_LOG, preload=BEFORE_LIGHTNING) if FORKING else None
 
 # The CLI as `python -m dsf_dist` runs it, then exit 99 if it imported one of the packages named in argv[1].
 FORBIDDING = """
@@ -76,11 +77,14 @@ def dsf(
 ) -> subprocess.CompletedProcess:
     """`python -m dsf_dist ARGS` in `cwd`, forked from FORK_SERVER (a new process while the server runs a job that
     ranks.start started); `env` adds to this process's environment.
-    With `forbid` (top-level package names), a new process that exits 99 instead of its own code had it imported
-    any of them: a refusal that must come before torch or Lightning loads."""
+    With `forbid` (top-level package names), a process that exits 99 instead of its own code had it imported any
+    of them: a refusal that must come before torch or Lightning loads (forked from REFUSAL_SERVER when nothing it
+    has imported is forbidden)."""
     env = command_env(env)
     if not forbid and FORK_SERVER is not None and FORK_SERVER.idle:  # forked from a Python with Lightning imported
         return FORK_SERVER.run(list(args), cwd, env, timeout)
+    if forbid and REFUSAL_SERVER is not None and not {name.split(".")[0] for name in BEFORE_LIGHTNING} & {*forbid}:
+        return REFUSAL_SERVER.run([",".join(forbid), *args], cwd, env, timeout, code=FORBIDDING)
     command = ["-c", FORBIDDING, ",".join(forbid)] if forbid else ["-m", "dsf_dist"]
     return subprocess.run(
         [sys.executable, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -212,8 +216,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def pytest_sessionfinish() -> None:
     RAY_HEAD.stop()
-    if FORK_SERVER is not None:
-        FORK_SERVER.stop()
+    for server in (FORK_SERVER, REFUSAL_SERVER):
+        if server is not None:
+            server.stop()
 
 
 GROUPS_LONGEST_FIRST = ["ray_head", "test_causal_lm_runs", "test_slurm_cluster", "test_loggers", "test_hf", "test_disk"]

@@ -15,8 +15,11 @@ at import time is the server's, so a server serves only requests whose environme
 (but for the variables named in CALL_TIME and dsf's own DSF_*, which only dsf and the tests' callbacks read, when
 they run); for any other, the client starts a new server with that environment.
 
-Protocol (JSON lines): request {"argv", "cwd", "env", "stdout", "stderr"}; replies {"pid"}, then {"status"}, the
-status as subprocess reports it (negative: killed by that signal).
+A refusal that must come before Lightning loads (conftest.dsf's `forbid`) is forked from a second server that has
+imported only BEFORE_LIGHTNING, and runs conftest's checking script as `python -c` would.
+
+Protocol (JSON lines): request {"argv", "cwd", "env", "stdout", "stderr"[, "code"]}; replies {"pid"}, then
+{"status"}, the status as subprocess reports it (negative: killed by that signal).
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 # What `dsf run` imports from other packages, heaviest first (torchmetrics pulls in transformers and scipy).
 PRELOAD = ("pytorch_lightning", "torchmetrics", "transformers", "matplotlib", "sklearn.datasets", "numpy")
+# What a refusal that must come before Lightning loads may import (conftest.dsf's `forbid`): torch, and what a text
+# task reads its data with. Such a refusal is forked from a server with these only, and runs conftest's script.
+BEFORE_LIGHTNING = ("torch", "datasets", "transformers")
 # Read when used, not when imported: a request may differ from the server's environment in these (and DSF_*).
 CALL_TIME = ("PYTEST_CURRENT_TEST", "PYTEST_XDIST_TESTRUNUID")
 # Signals a fresh interpreter has at their defaults; a child resets them in case a preloaded package set one.
@@ -47,12 +54,12 @@ ADDED: dict[str, str] = {}  # in the server: the variables its imports set
 # --- the server (this file run as a script) ---
 
 
-def serve() -> dict:
+def serve(preload: list[str]) -> dict:
     """Preload, then serve requests until stdin closes; returns (in a forked child only) the child's request."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the packages print goes to the server's log, not into the replies
     before = dict(os.environ)
-    for name in PRELOAD:
+    for name in preload:
         importlib.import_module(name)
     # What the imports set (Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK): a process that imported them has it too.
     ADDED.update({key: value for key, value in os.environ.items() if before.get(key) != value})
@@ -90,15 +97,26 @@ def become(request: dict) -> None:
         os.dup2(opened, fd)
     for opened in {stdin, stdout, stderr}:
         os.close(opened)
-    sys.path[0] = os.getcwd()  # as `-m` sets it
+    sys.path[0] = "" if "code" in request else os.getcwd()  # as `-c` and `-m` set it
     importlib.invalidate_caches()  # files written since the server started (a user's module) are found
-    sys.argv = ["-m", *request["argv"]]
+    sys.argv = ["-c" if "code" in request else "-m", *request["argv"]]
+
+
+def run_code(code: str) -> None:
+    """`python -c CODE`: the code as the `__main__` module (the server's own module steps aside)."""
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    exec(compile(code, "<string>", "exec"), vars(main))
 
 
 if __name__ == "__main__":
     from forked_ranks import RANK_MODULE, fork_zygote  # from this file's folder: before `become` sets sys.path[0]
 
-    become(serve())
+    request = serve([name for name in sys.argv[1].split(",") if name] if sys.argv[1:] else list(PRELOAD))
+    become(request)
+    if "code" in request:
+        run_code(request["code"])
+        sys.exit(0)
     rank = fork_zygote()  # None here; in a rank Lightning's launcher started from this command, its request
     runpy.run_module(RANK_MODULE if rank else "dsf_dist", run_name="__main__", alter_sys=True)
 
@@ -115,8 +133,8 @@ class ForkServer:
     environment differs from the one it started with (or after a server died). It runs one command at a time:
     while a `start`ed job runs, `idle` is false and callers start a new process instead."""
 
-    def __init__(self, log: Path) -> None:
-        self.log = log
+    def __init__(self, log: Path, preload: tuple[str, ...] = PRELOAD) -> None:
+        self.log, self.preload = log, preload
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
         self.added: dict[str, str] = {}
@@ -126,12 +144,15 @@ class ForkServer:
     def idle(self) -> bool:
         return self.job is None or self.job.poll() is not None
 
-    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-        """As `subprocess.run([python, -m, dsf_dist, *argv], capture_output=True, text=True, ...)` returns it."""
-        command = [sys.executable, "-m", "dsf_dist", *argv]
+    def run(
+        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float, code: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """As `subprocess.run([python, -m, dsf_dist, *argv], capture_output=True, text=True, ...)` returns it;
+        with `code`, as for `[python, -c, code, *argv]`."""
+        command = [sys.executable, *(["-c", code] if code else ["-m", "dsf_dist"]), *argv]
         with tempfile.TemporaryDirectory(prefix="dsf-fork-") as scratch:
             out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
-            job = self.start(argv, cwd, env, out, err)
+            job = self.start(argv, cwd, env, out, err, code)
             try:
                 status = job.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -141,7 +162,9 @@ class ForkServer:
                 raise subprocess.TimeoutExpired(command, timeout, out.read_text(), err.read_text()) from None
             return subprocess.CompletedProcess(command, status, out.read_text(), err.read_text())
 
-    def start(self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path) -> ForkedJob:
+    def start(
+        self, argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path, code: str | None = None
+    ) -> ForkedJob:
         """`python -m dsf_dist ARGV` as the leader of its own process group, writing into the two files (one
         file for both, like stderr=STDOUT); the handle has Popen's pid, poll, wait and returncode."""
         assert self.idle, "the fork server runs one command at a time"
@@ -159,6 +182,8 @@ class ForkServer:
         for path in {stdout, stderr}:
             path.write_text("")
         request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr)}
+        if code is not None:
+            request["code"] = code
         self.process.stdin.write((json.dumps(request) + "\n").encode())
         self.job = ForkedJob(self, self._reply(60)["pid"])
         return self.job
@@ -166,8 +191,8 @@ class ForkServer:
     def _start(self, env: dict[str, str]) -> None:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, __file__], cwd=Path(__file__).parent, env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=log, bufsize=0,
+                [sys.executable, __file__, ",".join(self.preload)], cwd=Path(__file__).parent, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0,
             )  # fmt: skip
         self.env = {key: value for key, value in env.items() if not call_time(key)}
         self.added = self._reply(300)["added"]

@@ -1,7 +1,8 @@
 """The fork server (tests/forkserver.py) that conftest.dsf runs every `dsf` command through behaves as a new
 `python -m dsf_dist` process would: the same exit code, stdout and stderr; the request's working directory,
 environment and import path; `__main__` as `-m` sets it (Lightning's launcher re-runs it for the other ranks);
-files written after the server started are importable; a timeout ends the command's whole process group. The rank
+files written after the server started are importable; a timeout ends the command's whole process group; a refusal
+forked from the server for refusals exits 99 as a new process does when it imported a forbidden package. The rank
 Lightning launches from a forked command (tests/forked_ranks.py) is the command's child and trains as a new
 process does, to the same weights bit for bit."""
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FORK_SERVER, REPO, command_env, dsf, sets
+from conftest import FORBIDDING, FORK_SERVER, REPO, command_env, dsf, sets
 from forked_ranks import RANK_NAME
 from ranks import cmdline, finish, name, other_ranks, start, wait_for
 from shared_runs import assert_same_tensors
@@ -53,6 +54,15 @@ def new_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_a_forked_command_prints_and_exits_as_a_new_process(tmp_path, args):
     forked, fresh = dsf(*args, cwd=tmp_path), new_process(*args, cwd=tmp_path)
     assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+@pytest.mark.parametrize("forbid, code", [(("yaml",), 99), (("pytorch_lightning",), 0)])  # `config` prints YAML
+def test_a_forked_refusal_tells_a_forbidden_import_as_a_new_process(tmp_path, forbid, code):
+    forked = dsf("config", cwd=tmp_path, forbid=forbid)
+    command = [sys.executable, "-c", FORBIDDING, ",".join(forbid), "config"]
+    fresh = subprocess.run(command, cwd=tmp_path, env=command_env(), capture_output=True, text=True, timeout=120)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert forked.returncode == code
 
 
 @pytest.mark.slow  # waits out a 15-s timeout
