@@ -5,14 +5,16 @@ Listed in a run's config as `callbacks: [{target: hold_points:HoldAt}]` (tests/ 
 only when the environment variable DSF_TEST_HOLD holds a JSON object, so the same config runs undisturbed when it
 is unset (a resume, a reference run):
 
-    {"point": "train_step" | "checkpoint", "rank": 0, "step": 3, "replacing": false,
+    {"point": "train_step" | "checkpoint" | "test", "rank": 0, "step": 3, "replacing": false,
      "marker": "/abs/held.json", "release": "/abs/release"}
 
 - train_step: inside the training step after `step` optimizer steps, between forward and backward (the other
   ranks wait in the gradient all-reduce);
 - checkpoint: inside a save of last.ckpt (with `replacing`, only one that replaces an existing last.ckpt), once
   the rank's part of the staging copy is written and before it is published (the other ranks wait in the
-  save's barrier).
+  save's barrier);
+- test: in the test phase that follows fit, before test batch `step` (dsf tests on a trainer of its own, without
+  the run's callbacks, so at fit's end the hold goes into the module class's test_step, in this process only).
 
 At the point the rank writes `marker` (JSON: point, rank, global_step, pid, the time, for a checkpoint the staging
 path; written whole by a rename, so a test never reads half of it) and waits until the file `release` exists, at
@@ -79,6 +81,18 @@ class HoldAt(Callback):
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Any) -> None:
         if self._armed(trainer, "train_step") and trainer.global_step >= self.where["step"]:
             self._hold(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._armed(trainer, "test"):
+            return
+        module_class, test_step, hold = type(pl_module), type(pl_module).test_step, self
+
+        def held_test_step(module: pl.LightningModule, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
+            if batch_idx >= hold.where["step"] and not Path(hold.where["marker"]).exists():
+                hold._hold(module.trainer, batch=batch_idx)
+            return test_step(module, batch, batch_idx, *args, **kwargs)
+
+        module_class.test_step = held_test_step
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.where is None or self.where["point"] != "checkpoint":

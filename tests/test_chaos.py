@@ -4,10 +4,10 @@ that the final weights and optimizer state equal an uninterrupted run's bit for 
 whole, and that no file was written outside the run folder.
 
 Where each kill lands is an event, not a timer: the run holds rank 0 at the chosen point (tests/hold_points.py)
-and the test kills the group while it is held, or, for the test phase, once fit's results are written and before
-test's are. Each kill asserts where it landed. DDP is killed at all three points, FSDP mid-checkpoint; the step of
-the mid-step kill and the delay of the mid-test one are random (seeded: DSF_CHAOS_SEED, default 8) and printed,
-so a failure can be replayed. The uninterrupted run is the session's shared one (tests/shared_runs.py).
+and the test kills the group while it is held. Each kill asserts where it landed. DDP is killed at all three
+points, FSDP mid-checkpoint; the step of the mid-step kill and the test batch of the mid-test one are random
+(seeded: DSF_CHAOS_SEED, default 8) and printed, so a failure can be replayed. The uninterrupted run is the
+session's shared one (tests/shared_runs.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from dsf_dist.run_folder import resumable
 
 SEED = int(os.environ.get("DSF_CHAOS_SEED", "8"))
 STEPS = EPOCHS * 10  # 1,257 training samples / 2 ranks / batch 64: 10 steps an epoch
+TEST_BATCHES = 3  # 270 test samples / 2 ranks / batch 64
 
 
 def arguments(strategy: str) -> list[str]:
@@ -86,13 +86,16 @@ class MidCheckpoint(Kill):
 
 
 class MidTest(Kill):
+    def env(self) -> dict[str, str]:
+        self.batch = self.rng.randint(0, TEST_BATCHES - 1)
+        return hold_env("test", self.marker, rank=0, step=self.batch)
+
     def wait(self, job) -> str:
         fitted = self.run / "results" / "train.json"
         assert not fitted.exists()  # what is waited for below is this attempt's
-        wait_for(fitted.exists, 180, "fit to end", job)
-        delay = self.rng.uniform(0.0, 0.3)
-        time.sleep(delay)
-        return f"mid-test: {delay:.2f} s after fit's results were written"
+        held = self.held(job, f"rank 0 to reach test batch {self.batch + 1}")
+        assert held["batch"] == self.batch and fitted.exists(), held
+        return f"mid-test: before test batch {self.batch + 1} of {TEST_BATCHES}"
 
     def landed(self) -> None:
         assert not (self.run / "results" / "test.json").exists(), "the kill came after test had finished"

@@ -3,7 +3,7 @@ the run folder, and no process left behind (checked by process group). Prints ea
 only the bound (60 s), not the times benchmarks/RELIABILITY.md lists.
 
 Each kill lands at a known point: the run holds a rank there (tests/hold_points.py) and the test acts while it is
-held, or, for the test phase, once fit's results are written and before test's are (asserted afterwards)."""
+held."""
 
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ def time_to_exit(job, since: float) -> float:
     return time.monotonic() - since
 
 
-# phase -> (which rank to kill, the hold that brings the job to the phase: None waits for fit's results instead)
+# phase -> (which rank to kill, the hold that brings the job to the phase)
 PHASES = {
     "train_step": (1, {"point": "train_step", "rank": 1, "step": 3}),  # rank 1 mid-step; rank 0 in its all-reduce
     "checkpoint": (1, {"point": "checkpoint", "rank": 0}),  # rank 0 mid-save; rank 1 in the save's barrier
-    "test": (0, None),
+    "test": (0, {"point": "test", "rank": 0, "step": 1}),  # rank 0 before its second test batch
 }
 
 
@@ -64,12 +64,9 @@ PHASES = {
 def test_a_killed_rank_ends_the_job_naming_it(tmp_path, phase):
     victim, hold = PHASES[phase]
     marker = tmp_path / "held.json"
-    job, run = started(tmp_path, hold_env(marker=marker, **hold) if hold else None)
-    if hold:
-        held = wait_for(lambda: read_marker(marker), 120, f"the {phase} phase", job)
-        assert held["point"] == phase and held["rank"] == hold["rank"], held
-    else:
-        wait_for((run / "results" / "train.json").exists, 120, "fit to end", job)
+    job, run = started(tmp_path, hold_env(marker=marker, **hold))
+    held = wait_for(lambda: read_marker(marker), 120, f"the {phase} phase", job)
+    assert held["point"] == phase and held["rank"] == hold["rank"], held
     pids = {0: job.pid, 1: other_ranks(job.pid)[0]}
     os.kill(pids[victim], signal.SIGKILL)
     seconds = time_to_exit(job, time.monotonic())
