@@ -92,13 +92,19 @@ def _adopted(request: dict, command: int) -> dict:
             os._exit(70)
         time.sleep(0.001)
     prctl(PR_SET_NAME, RANK_NAME)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    sys.path[0] = os.getcwd()  # as `-m` sets it
-    importlib.invalidate_caches()
-    sys.argv = ["-m", *request["argv"]]
+    start_as("-m", request["argv"], request["cwd"], request["env"])
     return request
+
+
+def start_as(flag: str, argv: list[str], cwd: str, env: dict[str, str]) -> None:
+    """Take the working directory, environment, import path and argv that `python FLAG ... ARGV` started in
+    `cwd` with `env` has (FLAG: -m or -c). The server's commands and the ranks forked from them both use it."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[0] = "" if flag == "-c" else os.getcwd()  # as `-c` and `-m` set it
+    importlib.invalidate_caches()  # files written since the server started (a user's module) are found
+    sys.argv = [flag, *argv]
 
 
 class Launcher:

@@ -39,6 +39,8 @@ import time
 import types
 from pathlib import Path
 
+from forked_ranks import RANK_MODULE, fork_zygote, start_as  # beside this file (tests/ is on the path)
+
 # What `dsf run` imports from other packages, heaviest first (torchmetrics pulls in transformers and scipy).
 PRELOAD = ("pytorch_lightning", "torchmetrics", "transformers", "matplotlib", "sklearn.datasets", "numpy")
 # What a refusal that must come before Lightning loads may import (conftest.dsf's `forbid`): torch, and what a text
@@ -88,18 +90,13 @@ def become(request: dict) -> None:
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update({**ADDED, **request["env"]})
+    start_as("-c" if "code" in request else "-m", request["argv"], request["cwd"], {**ADDED, **request["env"]})
     stdin, stdout = os.open(os.devnull, os.O_RDONLY), os.open(request["stdout"], os.O_WRONLY | os.O_APPEND)
     stderr = stdout if request["stderr"] == request["stdout"] else os.open(request["stderr"], os.O_WRONLY)
     for fd, opened in ((0, stdin), (1, stdout), (2, stderr)):  # one file for both: one offset, as with STDOUT
         os.dup2(opened, fd)
     for opened in {stdin, stdout, stderr}:
         os.close(opened)
-    sys.path[0] = "" if "code" in request else os.getcwd()  # as `-c` and `-m` set it
-    importlib.invalidate_caches()  # files written since the server started (a user's module) are found
-    sys.argv = ["-c" if "code" in request else "-m", *request["argv"]]
 
 
 def run_code(code: str) -> None:
@@ -110,8 +107,6 @@ def run_code(code: str) -> None:
 
 
 if __name__ == "__main__":
-    from forked_ranks import RANK_MODULE, fork_zygote  # from this file's folder: before `become` sets sys.path[0]
-
     request = serve([name for name in sys.argv[1].split(",") if name] if sys.argv[1:] else list(PRELOAD))
     become(request)
     if "code" in request:
