@@ -30,15 +30,8 @@ from forkserver import BEFORE_LIGHTNING, ForkServer
 REPO = Path(__file__).resolve().parents[1]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under xdist; None in a plain run
 
-# DeepSpeed builds its CPU communication op into torch's extension folder, keyed by a hash that includes this
-# venv's paths: with one folder for every checkout, each venv's build replaces the last and the next DeepSpeed
-# start rebuilds it (tens of seconds, and a killed build leaves a lock that hangs every later start). One folder
-# per venv; .ci/run and the Makefile name the same one.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-# The build is ninja's, and ninja's log format differs between versions: the system's ninja (Debian's 1.11) and
-# the venv's (pip's 1.13) each discard the other's log and rebuild from scratch. The venv's first on PATH for
-# every process the tests start, as .ci/run has it for its build (the Ray head, SLURM jobs and torchrun already
-# put it first).
+# The venv's tools first on PATH for every process the tests start: `ray` (tests/ray_head.py), hadolint, and what
+# a test's own processes find by name.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 if WORKER is not None:
     # Two workers on a 2-core machine: one thread per process, so that 2 workers x 2 ranks do not oversubscribe

@@ -147,6 +147,8 @@ def test_fit_checkpoint_and_test_on_two_ranks(trained_run, name):
     tested = results(whole, "test")
     assert tested["num_samples"] == 269 and tested["accuracy"] > 0.7
     assert checkpoint_format(whole / "checkpoints" / "last.ckpt") == FORMATS[name]
+    # No C++ op was compiled or loaded: DeepSpeed on CPU skips its shared-memory op (dsf_dist/strategy/deepspeed.py).
+    assert "deepspeed_shm_comm" not in trained_run.stdout(whole)
     if name == "deepspeed3":  # ZeRO-3 prefetched along a whole trace (tests/zero3_trace.py) on every rank, in every
         # step but each epoch's first (validation's forward-only pass ends the trace; a step records it again)
         traces = [json.loads((whole.parent / f"{ZERO3_TRACE}-rank{r}.json").read_text()) for r in (0, 1)]

@@ -145,9 +145,22 @@ class CPUDeepSpeedStrategy(ResumableDeepSpeedStrategy):
         # DeepSpeedStrategy's version first validates CUDA device indices; CPU devices have none.
         reset_seed()
         self.set_world_ranks()
+        skip_shared_memory_op()
         self._init_deepspeed_distributed()
 
     @property
     def root_device(self) -> torch.device:
         # DeepSpeed's engine requires a device index (args.device_rank >= 0); a bare CPU device has None.
         return torch.device("cpu", self.local_rank)
+
+
+def skip_shared_memory_op() -> None:
+    """On CPU, DeepSpeed's communication backend compiles a C++ shared-memory op when it starts (about 45 s on 2
+    cores the first time, and a compiler and Python headers on the machine; a build killed midway leaves torch's
+    extension lock behind and every later start waits on it). Only `inference_all_reduce` uses that op, for
+    DeepSpeed's inference and tensor-parallel layers, and it falls back to torch.distributed's all_reduce without
+    it; ZeRO's collectives always go through torch.distributed (gloo here). Marked incompatible, the op is not built
+    (deepspeed/comm/torch.py: build_shm_op)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
