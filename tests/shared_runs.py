@@ -28,6 +28,8 @@ STRATEGIES = {
 # The ZeRO-3 run also reports its prefetch trace (tests/zero3_trace.py) beside its run folder (the runs' cwd).
 ZERO3_TRACE = "deepspeed3-trace"  # <ZERO3_TRACE>-rank<R>.json
 WATCHES = {"deepspeed3": [f"callbacks=[{{target: 'zero3_trace:TraceState', kwargs: {{log: {ZERO3_TRACE}}}}}]"]}
+# The ddp_spawn run's ranks report, as they exit, whether their process group was still open (tests/spawn_exit.py).
+SPAWN_EXIT = "ddp-spawn-exit"  # <SPAWN_EXIT>-rank<R>.json
 TWO_RANKS = ["trainer.devices=2", "trainer.enable_progress_bar=false"]
 EPOCHS = 2
 
@@ -52,11 +54,13 @@ def default_single_process_run(trained_run: Callable[..., Path]) -> Path:
 def ddp_spawn_run(trained_run: Callable[..., Path]) -> Path:
     """A stock LightningModule and LightningDataModule (tests/user_project.py) on 2 ranks under ddp_spawn for 2
     epochs, logged to CSV, TensorBoard and MLflow. Readers: tests/test_loggers.py (one run in each logger, the
-    module's contract under ddp_spawn) and tests/test_pipeline.py (the pipeline under ddp_spawn, tested exactly)."""
+    module's contract under ddp_spawn) and tests/test_pipeline.py (the pipeline under ddp_spawn, tested exactly;
+    the spawned ranks closed their process group before they exited)."""
     user_pair = ["model.module=user_project:DigitsLitModule", "data.datamodule=user_project:DigitsDataModule"]
     spawn = ["strategy.name=ddp_spawn", "trainer.devices=2", "trainer.enable_progress_bar=false"]
     loggers = ["logging.loggers=[csv, tensorboard, mlflow]", f"trainer.max_epochs={EPOCHS}"]
-    return trained_run("ddp-spawn-logged", *sets(*user_pair, *spawn, *loggers))
+    watch = f"callbacks=[{{target: 'spawn_exit:GroupAtExit', kwargs: {{log: {SPAWN_EXIT}}}}}]"
+    return trained_run("ddp-spawn-logged", *sets(*user_pair, *spawn, *loggers, watch))
 
 
 def assert_same_tensors(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:

@@ -1,9 +1,11 @@
 """The whole seed pipeline through the real CLI: fit, test the best checkpoint, eval, compare."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import REPO, copy_run, dsf, only_run_folder, results
-from shared_runs import ddp_spawn_run, default_single_process_run, reference_run
+from shared_runs import SPAWN_EXIT, ddp_spawn_run, default_single_process_run, reference_run
 
 from dsf_dist.config import load_config
 from dsf_dist.files import read_arrays
@@ -71,6 +73,15 @@ def test_ddp_spawn_two_ranks_runs_the_pipeline_and_tests_exactly(trained_run, tm
     assert one_rank == two_ranks
     np.testing.assert_array_equal(one_rank_preds["target"], two_rank_preds["target"])
     np.testing.assert_allclose(one_rank_preds["preds"], two_rank_preds["preds"], atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_ddp_spawn_ranks_close_their_process_group_before_they_exit(trained_run):
+    """Each rank fit spawned wrote, as it exited, whether its gloo group was still open (tests/spawn_exit.py): one
+    left open can abort the rank at interpreter exit, after its phase went well."""
+    run = ddp_spawn_run(trained_run)  # the session's shared ddp_spawn run: read, never written
+    at_exit = [json.loads((run.parent / f"{SPAWN_EXIT}-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert at_exit == [{"rank": 0, "open": False}, {"rank": 1, "open": False}]
 
 
 @pytest.mark.distributed
