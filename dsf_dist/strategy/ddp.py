@@ -25,7 +25,7 @@ def build(cfg: StrategyConfig, on_gpu: bool) -> DDPStrategy:
 class SpawnedRanksLeaveTogether(DDPStrategy):
     """`ddp_spawn`, whose ranks close their process group together when a phase (fit, test) ends.
 
-    A spawned rank returns from Lightning's function and exits with its gloo process group still open, and a rank
+    A spawned rank returns from Lightning's function and exits with its process group still open, and a rank
     whose peer has already gone can abort at interpreter exit (SIGABRT, "terminate called without an active
     exception": seen once here at the end of a test phase). `dsf`'s own entry point destroys the group for the ranks
     it runs (entry.close_process_group); spawned ranks never reach it."""
@@ -40,5 +40,5 @@ class LeaveTogetherLauncher(_MultiProcessingLauncher):
         super()._wrapping_function(*args, **kwargs)
         # Only after a phase that ended well on this rank: a failed one exits, and spawn ends the others.
         if dist.is_initialized():
-            dist.barrier()  # no rank is still in a collective when the first one closes its connections
+            self._strategy.barrier()  # no rank is still in a collective when the first one closes its connections
             dist.destroy_process_group()
