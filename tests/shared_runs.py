@@ -25,9 +25,16 @@ STRATEGIES = {
     "deepspeed2": ["strategy.name=deepspeed", "strategy.deepspeed.stage=2"],
     "deepspeed3": ["strategy.name=deepspeed", "strategy.deepspeed.stage=3"],
 }
+
+
+def watch(target: str, log: str) -> str:
+    """The --set item for a run's one callback, a tests/ module's `target` that writes <log>-rank<R>.json."""
+    return f"callbacks=[{{target: '{target}', kwargs: {{log: {log}}}}}]"
+
+
 # The ZeRO-3 run also reports its prefetch trace (tests/zero3_trace.py) beside its run folder (the runs' cwd).
 ZERO3_TRACE = "deepspeed3-trace"  # <ZERO3_TRACE>-rank<R>.json
-WATCHES = {"deepspeed3": [f"callbacks=[{{target: 'zero3_trace:TraceState', kwargs: {{log: {ZERO3_TRACE}}}}}]"]}
+WATCHES = {"deepspeed3": [watch("zero3_trace:TraceState", ZERO3_TRACE)]}
 # The ddp_spawn run's ranks report, as they exit, whether their process group was still open (tests/spawn_exit.py).
 SPAWN_EXIT = "ddp-spawn-exit"  # <SPAWN_EXIT>-rank<R>.json
 TWO_RANKS = ["trainer.devices=2", "trainer.enable_progress_bar=false"]
@@ -59,8 +66,8 @@ def ddp_spawn_run(trained_run: Callable[..., Path]) -> Path:
     user_pair = ["model.module=user_project:DigitsLitModule", "data.datamodule=user_project:DigitsDataModule"]
     spawn = ["strategy.name=ddp_spawn", "trainer.devices=2", "trainer.enable_progress_bar=false"]
     loggers = ["logging.loggers=[csv, tensorboard, mlflow]", f"trainer.max_epochs={EPOCHS}"]
-    watch = f"callbacks=[{{target: 'spawn_exit:GroupAtExit', kwargs: {{log: {SPAWN_EXIT}}}}}]"
-    return trained_run("ddp-spawn-logged", *sets(*user_pair, *spawn, *loggers, watch))
+    exit_watch = watch("spawn_exit:GroupAtExit", SPAWN_EXIT)
+    return trained_run("ddp-spawn-logged", *sets(*user_pair, *spawn, *loggers, exit_watch))
 
 
 def assert_same_tensors(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
